@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Set up everything usp-feast needs on this machine: Java 17 and redis-server (system packages),
+# the .venv with the pinned dependencies, and usp-feast itself in editable mode.
+#
+# Idempotent: a second run checks and skips, and takes seconds. The dependency install is skipped
+# while .venv/.usp-installed holds the hash of requirements/ and pyproject.toml.
+#
+# Usage: scripts/setup.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=.venv
+PY="$VENV/bin/python"
+UV="$VENV/bin/uv"
+UV_VERSION=0.9.5
+STAMP="$VENV/.usp-installed"
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- (a) system packages ------------------------------------------------------------------------
+
+java_major() {
+    # `java -version` prints e.g. `openjdk version "17.0.15"` (or "1.8.0_392" for Java 8) to stderr.
+    command -v java >/dev/null 2>&1 || return 0
+    java -version 2>&1 \
+        | awk -F'"' '/version/ && !done { split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); done = 1 }' \
+        || true
+}
+
+missing=()
+java_version="$(java_major)"
+if ! [[ "$java_version" =~ ^[0-9]+$ ]] || [ "$java_version" -lt 17 ]; then
+    missing+=(openjdk-17-jre-headless)
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+    missing+=(redis-server)
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    step "system packages: java $java_version and redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2) present"
+else
+    step "system packages: installing ${missing[*]} with apt-get"
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        die "${missing[*]} must be installed, but this is not root and sudo is missing; install ${missing[*]} as root, then rerun scripts/setup.sh."
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || die "${missing[*]} must be installed and apt-get is not available; install ${missing[*]} with this system's package manager, then rerun scripts/setup.sh."
+    "${SUDO[@]}" apt-get update \
+        || die "apt-get update failed, so ${missing[*]} cannot be installed; fix the apt sources (see the output above), then rerun scripts/setup.sh."
+    # One package at a time so that a failure names the package that failed.
+    for package in "${missing[@]}"; do
+        DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y --no-install-recommends "$package" \
+            || die "apt-get could not install $package; install it by hand (apt-get install $package), then rerun scripts/setup.sh."
+    done
+fi
+
+# --- (b) virtual environment and uv -------------------------------------------------------------
+
+if [ -x "$PY" ]; then
+    step "virtualenv: $VENV present ($("$PY" --version 2>&1))"
+else
+    base=""
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            base="$candidate"
+            break
+        fi
+    done
+    [ -n "$base" ] || die "Python 3.11 is required (pyproject.toml: requires-python >=3.11,<3.12) and neither python3.11 nor python3 is 3.11; install python3.11, then rerun scripts/setup.sh."
+    step "virtualenv: creating $VENV with $(command -v "$base") ($("$base" --version 2>&1))"
+    "$base" -m venv "$VENV"
+fi
+
+if [ -x "$UV" ]; then
+    step "uv: $("$UV" --version 2>/dev/null) present"
+else
+    step "uv: installing uv==$UV_VERSION into $VENV"
+    "$PY" -m pip install --quiet "uv==$UV_VERSION" \
+        || die "pip could not install uv==$UV_VERSION into $VENV; check the network or the package index, then rerun scripts/setup.sh."
+fi
+
+# --- (c) Python dependencies and usp-feast ------------------------------------------------------
+
+inputs_hash() {
+    # Everything that decides what gets installed; file names are part of the hash.
+    sha256sum requirements/*.txt requirements/*.in pyproject.toml | sha256sum | cut -d' ' -f1
+}
+
+want="$(inputs_hash)"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [ "$want" = "$have" ] && [ -x "$VENV/bin/usp" ]; then
+    step "python packages: up to date (requirements/ and pyproject.toml unchanged)"
+else
+    step "python packages: installing requirements/base.in pinned by requirements/constraints.txt"
+    rm -f "$STAMP"
+    "$UV" pip install --python "$PY" -c requirements/constraints.txt -r requirements/base.in \
+        || die "installing requirements/base.in failed (see above); fix the pins in requirements/, then rerun scripts/setup.sh."
+    step "python packages: installing usp-feast in editable mode"
+    "$UV" pip install --python "$PY" --no-deps -e . \
+        || die "installing usp-feast itself failed (see above); fix pyproject.toml, then rerun scripts/setup.sh."
+    # The hash taken before installing: if requirements/ changed meanwhile, the next run reinstalls.
+    printf '%s\n' "$want" > "$STAMP"
+fi
+
+step "setup done; start the local stack with .venv/bin/usp dev up"

@@ -1,0 +1,312 @@
+"""Load YAML definitions from a feature repository and report every problem at once.
+
+Problems name the file, the line and the field, for example::
+
+    signals/search.yaml:7: retention: invalid duration '10mins': use a whole number ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from usp_feast.spec import FIELD_TYPES, SignalSpec
+
+__all__ = [
+    "DefinitionError",
+    "Definitions",
+    "Problem",
+    "check_definitions",
+    "load_definitions",
+    "load_transform",
+    "validation_dir",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition, located precisely enough to fix it."""
+
+    file: Path
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class DefinitionError(ValueError):
+    """Definitions that cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in definitions:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Every valid definition of one feature repository."""
+
+    repo: Path
+    signals: tuple[SignalSpec, ...]
+
+    def signal(self, name: str) -> SignalSpec:
+        """The signal called ``name``.
+
+        Raises:
+            KeyError: With a message listing the known signals.
+
+        """
+        for spec in self.signals:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.signals) or "none"
+        raise KeyError(f"unknown signal {name!r}; known signals: {known}")
+
+
+def validation_dir(repo: Path) -> Path:
+    """Where a repository's expectation suites live: ``<repo>/validation`` or beside it."""
+    inside = repo / "validation"
+    return inside if inside.is_dir() else repo.parent / "validation"
+
+
+def load_definitions(repo: Path | str, *, check_imports: bool = True) -> Definitions:
+    """Load and validate every definition of a feature repository.
+
+    Args:
+        repo: The feature repository (the folder holding ``feature_store.yaml``).
+        check_imports: Also import each transform class and look up each suite file.
+
+    Raises:
+        DefinitionError: Listing every problem with file, line and field.
+
+    """
+    definitions, problems = check_definitions(repo, check_imports=check_imports)
+    if problems:
+        raise DefinitionError(problems)
+    return definitions
+
+
+def check_definitions(
+    repo: Path | str, *, check_imports: bool = True
+) -> tuple[Definitions, list[Problem]]:
+    """Like :func:`load_definitions`, but return the problems instead of raising."""
+    repo = Path(repo).resolve()
+    problems: list[Problem] = []
+    signals: list[tuple[SignalSpec, Path, CommentedMap]] = []
+    folder = repo / "signals"
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+    for path in files:
+        shown = _shown(path, repo)
+        document, error = _read_yaml(path, shown)
+        if error:
+            problems.append(error)
+            continue
+        spec, found = _validate(SignalSpec, document, shown)
+        problems.extend(found)
+        if spec is not None:
+            signals.append((spec, shown, document))
+    problems.extend(_duplicate_names(signals))
+    if check_imports:
+        for spec, shown, document in signals:
+            problems.extend(_check_transform(spec, repo, shown, _line_of(document, ("transform",))))
+            problems.extend(_check_suite(spec, repo, shown, _line_of(document, ("validation",))))
+    return Definitions(repo=repo, signals=tuple(s for s, _, _ in signals)), problems
+
+
+def load_transform(spec: SignalSpec, repo: Path) -> Any:
+    """Import and instantiate a signal's transform class.
+
+    The repository folder is put on ``sys.path`` so classes can live beside the definitions.
+
+    Raises:
+        ImportError: With a message naming the class path and what is missing.
+
+    """
+    module_name, _, class_name = spec.transform.rpartition(".")
+    with _importable(repo):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportError(f"cannot import transform module {module_name!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None or not isinstance(cls, type):
+        raise ImportError(f"module {module_name!r} has no class {class_name!r}")
+    if not callable(getattr(cls, "transform", None)):
+        raise ImportError(
+            f"{spec.transform} has no transform(event) method; "
+            "subclass usp_feast.transforms.SignalTransform"
+        )
+    return cls()
+
+
+@contextmanager
+def _importable(repo: Path) -> Iterator[None]:
+    added = str(repo) not in sys.path
+    if added:
+        sys.path.insert(0, str(repo))
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(str(repo))
+
+
+def _shown(path: Path, repo: Path) -> Path:
+    try:
+        return path.relative_to(repo)
+    except ValueError:
+        return path
+
+
+def _read_yaml(path: Path, shown: Path) -> tuple[Any, Problem | None]:
+    try:
+        document = YAML(typ="rt").load(path.read_text())
+    except MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        return None, Problem(shown, line, "", f"not valid YAML: {exc.problem}")
+    if not isinstance(document, CommentedMap):
+        return None, Problem(shown, 1, "", "expected a mapping of keys to values")
+    return document, None
+
+
+def _validate(
+    model: type[BaseModel], document: CommentedMap, shown: Path
+) -> tuple[Any, list[Problem]]:
+    try:
+        return model.model_validate(_plain(document)), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.append(
+                Problem(
+                    shown,
+                    _line_of(document, loc),
+                    ".".join(str(p) for p in loc),
+                    _message(model, error),
+                )
+            )
+        return None, problems
+
+
+def _message(model: type[BaseModel], error: Any) -> str:
+    kind, loc = error["type"], error["loc"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = (
+            f"; did you mean {hint[0]!r}?" if hint else f"; allowed keys: {', '.join(allowed)}"
+        )
+        return f"unknown key {loc[-1]!r}{suggestion}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error" and loc[:1] == ("fields",):
+        return f"unknown type {error['input']!r}; use one of {', '.join(FIELD_TYPES)}"
+    if kind == "string_pattern_mismatch":
+        return f"{error['input']!r} is not valid here: {_pattern_hint(loc)}"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _pattern_hint(loc: tuple[Any, ...]) -> str:
+    if loc[-1] == "transform":
+        return "use a dotted class path such as transforms.SearchTransform"
+    if loc[-1] == "topic":
+        return "topic names use letters, digits, '.', '_' and '-'"
+    return "names are lowercase letters, digits and '_', starting with a letter"
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _line_of(document: CommentedMap, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest part of ``loc`` present in the document."""
+    node: Any = document
+    line = document.lc.line + 1 if document.lc.line is not None else None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _duplicate_names(signals: list[tuple[SignalSpec, Path, CommentedMap]]) -> list[Problem]:
+    first: dict[str, tuple[Path, int | None]] = {}
+    problems = []
+    for spec, shown, document in signals:
+        line = _line_of(document, ("name",))
+        if spec.name in first:
+            other, other_line = first[spec.name]
+            problems.append(
+                Problem(
+                    shown,
+                    line,
+                    "name",
+                    f"signal {spec.name!r} is already defined in {other}:{other_line}",
+                )
+            )
+        else:
+            first[spec.name] = (shown, line)
+    return problems
+
+
+def _check_transform(spec: SignalSpec, repo: Path, shown: Path, line: int | None) -> list[Problem]:
+    try:
+        load_transform(spec, repo)
+    except ImportError as exc:
+        return [Problem(shown, line, "transform", str(exc))]
+    except Exception as exc:  # a user class whose constructor fails is a definition problem
+        return [Problem(shown, line, "transform", f"{spec.transform}() failed: {exc}")]
+    return []
+
+
+def _check_suite(spec: SignalSpec, repo: Path, shown: Path, line: int | None) -> list[Problem]:
+    suite = validation_dir(repo) / f"{spec.validation}.json"
+    if suite.is_file():
+        return []
+    return [
+        Problem(
+            shown,
+            line,
+            "validation",
+            f"expectation suite {spec.validation!r} not found; expected the file {suite}",
+        )
+    ]

@@ -1,0 +1,232 @@
+"""The append-only, versioned record store on Redis.
+
+One sorted set per (entity, view), scored by event time; see :mod:`usp_feast.versions` for the
+member format and :mod:`usp_feast.keys` for the key layout. Writes only ever add members
+(ZADD); retention trimming is the single path that removes any.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from usp_feast.keys import signal_key, view_pattern
+from usp_feast.versions import Record, decode_member, duration_micros, encode_member
+
+__all__ = ["MAX_SCAN", "StoreUnavailableError", "VersionedStore", "connect", "now_micros"]
+
+logger = logging.getLogger(__name__)
+
+# Upper bound on members one history read may scan on the server, so a pathological key
+# (thousands of versions of each event) cannot stall Redis.
+MAX_SCAN = 20_000
+_LATEST_VERSION = "9" * 16
+
+RedisClient = redis.Redis | RedisCluster
+
+
+class StoreUnavailableError(RuntimeError):
+    """Redis could not be reached."""
+
+
+def now_micros() -> int:
+    """Current processing time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def connect(url: str, *, cluster: bool = False, **options: Any) -> RedisClient:
+    """Open a Redis (or Redis Cluster) client from a ``redis://`` / ``rediss://`` URL.
+
+    Args:
+        url: Connection URL; a bare ``host:port`` is accepted too.
+        cluster: Connect to a Redis Cluster.
+        **options: Passed to redis-py (for example ``password`` or ``ssl_ca_certs``).
+
+    """
+    if "://" not in url:
+        url = f"redis://{url}"
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+class VersionedStore:
+    """Append-only versioned records per entity and view, on one Redis deployment.
+
+    Example:
+        >>> store = VersionedStore(connect(redis_url), project="doc")
+        >>> r = Record("e1", event_ts=now_micros(), version=now_micros(), fields={"q": "x"})
+        >>> store.append("search", [("42", r)])
+        1
+        >>> [x.event_id for x in store.recent("search", "42", limit=10)]
+        ['e1']
+        >>> store.drop_project()
+        1
+
+    """
+
+    def __init__(self, client: RedisClient, project: str, prefix: str = "usp") -> None:
+        self.client = client
+        self.project = project
+        self.prefix = prefix
+        source = resources.files("usp_feast").joinpath("recent.lua").read_text()
+        self._recent_script = client.register_script(source)
+
+    def key(self, view: str, entity: str) -> str:
+        """The sorted-set key of one entity's records of one view."""
+        return signal_key(self.prefix, self.project, entity, view)
+
+    def append(
+        self,
+        view: str,
+        rows: Iterable[tuple[str, Record]],
+        *,
+        retention: timedelta | None = None,
+        now: int | None = None,
+    ) -> int:
+        """Append record versions in one pipelined round trip; never overwrites.
+
+        Args:
+            view: Feature view (signal) name.
+            rows: ``(entity, record)`` pairs.
+            retention: Records whose event time is older than ``now - retention`` are trimmed
+                and idle keys expire after it; None keeps everything.
+            now: Processing time in µs used for retention (default: the clock).
+
+        Returns:
+            The number of records sent.
+
+        """
+        count = 0
+        touched: set[str] = set()
+        with self.client.pipeline(transaction=False) as pipe:
+            for entity, record in rows:
+                key = self.key(view, entity)
+                pipe.zadd(key, {encode_member(record): record.event_ts})
+                touched.add(key)
+                count += 1
+            if retention is not None and touched:
+                now = now_micros() if now is None else now
+                retention_us = duration_micros(retention)
+                cutoff = now - retention_us
+                for key in touched:
+                    pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
+                    pipe.pexpire(key, retention_us // 1000 + 1000)
+            self._execute(pipe)
+        return count
+
+    def recent(
+        self,
+        view: str,
+        entity: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 50,
+        as_of: int | None = None,
+    ) -> list[Record]:
+        """Distinct events newest first, each at its newest version visible at ``as_of``.
+
+        One server-side script call, so one round trip whatever the number of versions.
+
+        Args:
+            view: Feature view (signal) name.
+            entity: Entity tag (for users, the user id as text).
+            since: Oldest event time to include, µs (inclusive).
+            until: Newest event time to include, µs (inclusive).
+            limit: Maximum number of distinct events.
+            as_of: Processing time in µs: hide versions written after it.
+
+        """
+        if limit <= 0:
+            return []
+        args = [
+            "+inf" if until is None else until,
+            "-inf" if since is None else since,
+            limit,
+            _LATEST_VERSION if as_of is None else f"{as_of:016d}",
+            MAX_SCAN,
+        ]
+        members = self._run(self._recent_script, [self.key(view, entity)], args)
+        return [decode_member(m) for m in members]
+
+    def latest(
+        self, view: str, entities: Sequence[str], *, since: int | None = None
+    ) -> list[Record | None]:
+        """The newest event (its newest version) per entity, in one pipelined round trip.
+
+        Args:
+            view: Feature view name.
+            entities: Entity tags.
+            since: Ignore events older than this (µs); how TTL is honoured at read time.
+
+        """
+        low = "-inf" if since is None else since
+        with self.client.pipeline(transaction=False) as pipe:
+            for entity in entities:
+                pipe.zrange(
+                    self.key(view, entity), "+inf", low, desc=True, byscore=True, offset=0, num=1
+                )
+            replies = self._execute(pipe)
+        return [decode_member(r[0]) if r else None for r in replies]
+
+    def versions(self, view: str, entity: str) -> list[Record]:
+        """Every stored version of an entity's records, oldest event first (no collapsing)."""
+        members = self._call(self.client.zrange, self.key(view, entity), 0, -1)
+        return [decode_member(m) for m in members]
+
+    def drop_view(self, view: str) -> int:
+        """Delete every entity's records of one view (feature view removed from the repo)."""
+        return self._unlink_matching(view_pattern(self.prefix, self.project, view))
+
+    def drop_project(self) -> int:
+        """Delete every key of this project (``feast teardown``)."""
+        return self._unlink_matching(f"{self.prefix}:{self.project}:*")
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def _unlink_matching(self, pattern: str) -> int:
+        removed = 0
+        batch: list[Any] = []
+        for key in self.client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += self._unlink(batch)
+                batch = []
+        if batch:
+            removed += self._unlink(batch)
+        return removed
+
+    def _unlink(self, keys: list[Any]) -> int:
+        # One key per call: on Redis Cluster the keys of a batch span many slots.
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.unlink(key)
+            return sum(self._execute(pipe))
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        return self._call(pipe.execute)
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return self._call(script, keys=keys, args=args)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(
+                f"Redis is not reachable ({exc}); check the online store's connection_string "
+                "or start the local stack with `usp dev up`"
+            ) from exc
