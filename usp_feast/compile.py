@@ -20,6 +20,12 @@ from usp_feast.durations import format_duration
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.spec import SignalSpec
 
+# Feast warns that every StreamFeatureView is alpha, on each construction and registry load,
+# and its own import resets filters to show it; it says nothing about a user's definitions.
+warnings.filterwarnings(
+    "ignore", message="Stream feature views are experimental", category=RuntimeWarning
+)
+
 __all__ = ["USER", "FeastObjects", "compile_definitions", "repo_objects", "signal_view"]
 
 USER = Entity(
@@ -87,28 +93,25 @@ def signal_view(spec: SignalSpec) -> tuple[Any, Any, SignalView]:
     schema = [Field(name="event_id", dtype=String)] + [
         Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind in spec.fields.items()
     ]
-    with warnings.catch_warnings():
-        # Feast flags every StreamFeatureView as alpha; it says nothing about this definition.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        view = SignalView(
-            name=spec.name,
-            source=PushSource(name=spec.push_source, batch_source=offline),
-            entities=[USER],
-            ttl=spec.online_ttl,
-            schema=schema,
-            timestamp_field="event_ts",
-            online=True,
-            description=spec.description,
-            owner=spec.owner,
-            tags={
-                "usp.kind": "signal",
-                "usp.topic": spec.source.topic,
-                RETENTION_TAG: format_duration(spec.retention),
-            },
-        )
-        # The shape `feast apply` inference and the registry's proto round trip give it.
-        view.entity_columns = [Field(name="user_id", dtype=Int64)]
-        view = SignalView.from_proto(view.to_proto())
+    view = SignalView(
+        name=spec.name,
+        source=PushSource(name=spec.push_source, batch_source=offline),
+        entities=[USER],
+        ttl=spec.online_ttl,
+        schema=schema,
+        timestamp_field="event_ts",
+        online=True,
+        description=spec.description,
+        owner=spec.owner,
+        tags={
+            "usp.kind": "signal",
+            "usp.topic": spec.source.topic,
+            RETENTION_TAG: format_duration(spec.retention),
+        },
+    )
+    # The shape `feast apply` inference and the registry's proto round trip give it.
+    view.entity_columns = [Field(name="user_id", dtype=Int64)]
+    view = SignalView.from_proto(view.to_proto())
     return view.batch_source, view.stream_source, view
 
 

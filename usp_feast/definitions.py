@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from usp_feast.spec import FIELD_TYPES, SignalSpec
 
@@ -178,10 +179,18 @@ def _shown(path: Path, repo: Path) -> Path:
 
 def _read_yaml(path: Path, shown: Path) -> tuple[Any, Problem | None]:
     try:
-        document = YAML(typ="rt").load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        at = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        return None, Problem(shown, at, "", f"not UTF-8 text ({exc.reason}); save it as UTF-8")
+    try:
+        document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         return None, Problem(shown, line, "", f"not valid YAML: {exc.problem}")
+    except ReaderError as exc:  # a control character; it carries a position, not a mark
+        at = text.count("\n", 0, exc.position) + 1
+        return None, Problem(shown, at, "", f"not valid YAML: {str(exc).splitlines()[0]}")
     if not isinstance(document, CommentedMap):
         return None, Problem(shown, 1, "", "expected a mapping of keys to values")
     return document, None
@@ -200,7 +209,8 @@ def _validate(
                 Problem(
                     shown,
                     _line_of(document, loc),
-                    ".".join(str(p) for p in loc),
+                    # "[key]" marks an error in a mapping's key; the key itself names it.
+                    ".".join(str(p) for p in loc if p != "[key]"),
                     _message(model, error),
                 )
             )

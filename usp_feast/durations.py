@@ -45,7 +45,11 @@ def parse_duration(text: str) -> timedelta:
             f"invalid duration {text!r}: use a whole number followed by one of "
             "ms, s, m, h, d, w (for example 10m or 14d)"
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return int(match.group(1)) * _UNITS[match.group(2)]
+    except OverflowError:
+        # timedelta tops out near 2.7 million years; without this a typo escapes as a crash.
+        raise DurationError(f"duration {text!r} is too long") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -50,6 +51,17 @@ FIELD_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "timestamp")
 RESERVED_COLUMNS = ("user_id", "event_id", "event_ts")
 
 
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_COLUMNS:
+        raise ValueError(f"{name!r} is added to every signal row; remove it from fields")
+    return name
+
+
+# Checked per key (not on the whole mapping) so a reserved name is reported on its own line
+# alongside any other problem in `fields`, instead of being hidden by it.
+FieldName = Annotated[Identifier, AfterValidator(_not_reserved)]
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -80,21 +92,11 @@ class SignalSpec(_Spec):
     entity_key: Identifier = Field("user_id", description="event field holding the user id")
     event_time: Identifier = Field("event_ts", description="event field holding event time")
     event_id: Identifier = Field("event_id", description="event field holding the event id")
-    fields: dict[Identifier, FieldType] = Field(min_length=1)
+    fields: dict[FieldName, FieldType] = Field(min_length=1)
     transform: ClassPath
     retention: Duration
     ttl: Duration | None = Field(None, description="online freshness; defaults to retention")
     validation: Identifier = Field(description="Great Expectations suite in validation/")
-
-    @field_validator("fields")
-    @classmethod
-    def _no_reserved_fields(cls, fields: dict[str, str]) -> dict[str, str]:
-        clash = sorted(set(fields) & set(RESERVED_COLUMNS))
-        if clash:
-            raise ValueError(
-                f"{', '.join(clash)} are added to every signal row; remove them from fields"
-            )
-        return fields
 
     @field_validator("retention", "ttl")
     @classmethod

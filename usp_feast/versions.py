@@ -120,7 +120,7 @@ def collapse_versions(records: Iterable[Record], as_of: int | None = None) -> It
         as_of: Processing time in µs; versions written after it are invisible. None: now.
 
     Yields:
-        One record per event id, newest event time first (ties: newest version first).
+        One record per event id, newest event time first (ties: newest version, then id).
 
     """
     newest: dict[str, Record] = {}
@@ -130,4 +130,7 @@ def collapse_versions(records: Iterable[Record], as_of: int | None = None) -> It
         kept = newest.get(record.event_id)
         if kept is None or record.version > kept.version:
             newest[record.event_id] = record
-    yield from sorted(newest.values(), key=lambda r: (r.event_ts, r.version), reverse=True)
+    # Same order as Redis gives members of equal score: version, then event id, descending.
+    yield from sorted(
+        newest.values(), key=lambda r: (r.event_ts, r.version, r.event_id), reverse=True
+    )

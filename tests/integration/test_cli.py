@@ -1,0 +1,87 @@
+"""The `usp` command line as a user runs it (real processes, real Redis)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def usp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "usp_feast.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def test_dev_status_json_prints_the_endpoints(stack) -> None:
+    result = usp("dev", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["kafka"] == stack.kafka
+    assert status["redis"] == stack.redis
+    assert status["services"]["redis"]["running"] is True
+
+
+def test_validate_reports_every_problem_and_exits_non_zero(tmp_path: Path) -> None:
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    (signals / "a.yaml").write_text(
+        "name: a\nowner: t\nsource: {topic: events.a}\nfields: {x: integer}\n"
+        "transform: nowhere.Transform\nretention: 10mins\nvalidation: a\n"
+    )
+    (signals / "b.yaml").write_text("name: b\nowner: t\nretension: 1d\n")
+    result = usp("validate", "--repo", str(tmp_path))
+    assert result.returncode == 1
+    err = result.stderr
+    assert "signals/a.yaml:4: fields.x: unknown type 'integer'" in err
+    assert "signals/a.yaml:6: retention: invalid duration '10mins'" in err
+    assert "signals/b.yaml:3: retension: unknown key 'retension'; did you mean 'retention'?" in err
+    assert "signals/b.yaml:1: source: required key is missing" in err
+    assert "problems found" in err
+
+
+def test_validate_accepts_the_example_repo() -> None:
+    result = usp("validate", "--repo", str(Path(__file__).resolve().parents[2] / "feature_repo"))
+    assert result.returncode == 0, result.stderr
+    assert "4 signal definitions OK" in result.stdout
+
+
+def test_query_prints_a_table_and_json(applied_repo: Path, feature_store) -> None:
+    now = datetime.now(UTC)
+    feature_store.push(
+        "wishlist_push",
+        pd.DataFrame(
+            [
+                {"user_id": 3001, "event_id": "w1", "event_ts": now - timedelta(minutes=3),
+                 "listing_id": 11},
+                {"user_id": 3001, "event_id": "w2", "event_ts": now - timedelta(minutes=1),
+                 "listing_id": 12},
+            ]
+        ),
+    )
+    table = usp("query", "3001", "wishlist", "--within", "10m", "--repo", str(applied_repo))
+    assert table.returncode == 0, table.stderr
+    assert "user 3001 · wishlist · 2 events" in table.stdout
+    assert table.stdout.index("w2") < table.stdout.index("w1")
+    lines = usp("query", "3001", "wishlist", "--json", "--limit", "1", "--repo", str(applied_repo))
+    assert [json.loads(x)["listing_id"] for x in lines.stdout.splitlines()] == [12]
+
+
+def test_query_errors_are_one_clear_line(applied_repo: Path) -> None:
+    bad_signal = usp("query", "1", "clicks", "--repo", str(applied_repo))
+    assert bad_signal.returncode == 1
+    assert "unknown signal 'clicks'; known signals: booking, search, view, wishlist" in bad_signal.stderr
+    bad_window = usp("query", "1", "search", "--within", "soon", "--repo", str(applied_repo))
+    assert bad_window.returncode == 1 and "invalid duration 'soon'" in bad_window.stderr
+    assert "Traceback" not in bad_signal.stderr + bad_window.stderr

@@ -1,0 +1,178 @@
+"""The versioned store's contract (DESIGN.md section 5), run against every backend.
+
+Timelines use minutes on the event-time axis (t) and the processing-time axis (v):
+
+    t:  0    10    20    30
+        e1   e2    e3          events, each possibly written several times (versions)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from usp_feast.store import VersionedStore
+from usp_feast.versions import Record, collapse_versions
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_790_000_000_000_000  # an event-time origin, µs
+MINUTE = 60_000_000
+V0 = 1_790_000_100_000_000  # a processing-time origin, µs
+
+
+def rec(event_id: str, t: int, v: int, **fields: object) -> Record:
+    """Event ``event_id`` at minute ``t``, written at processing minute ``v``."""
+    return Record(event_id, T0 + t * MINUTE, V0 + v * MINUTE, dict(fields))
+
+
+def ids(records: list[Record]) -> list[str]:
+    return [r.event_id for r in records]
+
+
+def test_writes_append_versions_and_never_overwrite(store: VersionedStore, raw_redis) -> None:
+    # e1 written at v=0, corrected at v=5: both versions stay in Redis.
+    store.append("search", [("42", rec("e1", 0, 0, city="Paris"))])
+    store.append("search", [("42", rec("e1", 0, 5, city="Rome"))])
+    raw = raw_redis.zrange(store.key("search", "42"), 0, -1)
+    assert len(raw) == 2
+    assert any(b"Paris" in m for m in raw) and any(b"Rome" in m for m in raw)
+
+
+def test_replay_adds_versions_but_readers_see_each_event_once(store: VersionedStore) -> None:
+    batch = [("42", rec(f"e{i}", i, 0, n=i)) for i in range(5)]
+    store.append("search", batch)
+    first = store.recent("search", "42", limit=50)
+    replay = [(u, Record(r.event_id, r.event_ts, V0 + MINUTE, r.fields)) for u, r in batch]
+    store.append("search", replay)
+    second = store.recent("search", "42", limit=50)
+    assert ids(second) == ids(first) == ["e4", "e3", "e2", "e1", "e0"]
+    assert [r.fields for r in second] == [r.fields for r in first]
+    assert len(store.versions("search", "42")) == 10
+
+
+def test_newest_version_wins(store: VersionedStore) -> None:
+    store.append("view", [("7", rec("e1", 0, 0, price=100)), ("7", rec("e1", 0, 3, price=120))])
+    store.append("view", [("7", rec("e1", 0, 1, price=110))])  # older version arriving late
+    (only,) = store.recent("view", "7", limit=10)
+    assert only.fields == {"price": 120}
+    assert only.version == V0 + 3 * MINUTE
+
+
+def test_as_of_returns_what_was_known_then(store: VersionedStore) -> None:
+    #   e1: v=0 price 100, v=10 price 90 (correction)     e2: first written at v=20
+    store.append("view", [("7", rec("e1", 0, 0, price=100))])
+    store.append("view", [("7", rec("e1", 0, 10, price=90))])
+    store.append("view", [("7", rec("e2", 5, 20, price=50))])
+    at = lambda v: store.recent("view", "7", limit=10, as_of=V0 + v * MINUTE)  # noqa: E731
+    assert [(r.event_id, r.fields["price"]) for r in at(5)] == [("e1", 100)]
+    assert [(r.event_id, r.fields["price"]) for r in at(15)] == [("e1", 90)]
+    assert [(r.event_id, r.fields["price"]) for r in at(25)] == [("e2", 50), ("e1", 90)]
+    assert at(-1) == []
+
+
+def test_event_time_range_and_last_n(store: VersionedStore) -> None:
+    store.append("search", [("42", rec(f"e{t}", t, 0)) for t in range(0, 60, 10)])
+    assert ids(store.recent("search", "42", limit=2)) == ["e50", "e40"]
+    window = store.recent("search", "42", since=T0 + 15 * MINUTE, until=T0 + 40 * MINUTE)
+    assert ids(window) == ["e40", "e30", "e20"]
+
+
+def test_last_n_counts_distinct_events_not_versions(store: VersionedStore) -> None:
+    # Each of 3 events has 30 versions: limit=3 must still return 3 distinct events.
+    rows = [("42", rec(f"e{t}", t, v)) for t in range(3) for v in range(30)]
+    store.append("search", rows)
+    assert ids(store.recent("search", "42", limit=3)) == ["e2", "e1", "e0"]
+
+
+def test_retention_trims_old_events_and_expires_idle_keys(store: VersionedStore, raw_redis) -> None:
+    now = T0 + 100 * MINUTE
+    store.append(
+        "search",
+        [("42", rec("old", 0, 0)), ("42", rec("new", 95, 0))],
+        retention=timedelta(minutes=30),
+        now=now,
+    )
+    assert ids(store.versions("search", "42")) == ["new"]
+    ttl_ms = raw_redis.pttl(store.key("search", "42"))
+    assert 0 < ttl_ms <= 31 * 60 * 1000
+
+
+def test_latest_honours_ttl_at_read_even_without_new_events(store: VersionedStore) -> None:
+    store.append("search", [("42", rec("e1", 0, 0, q="x")), ("43", rec("e2", 50, 0, q="y"))])
+    fresh_since = T0 + 30 * MINUTE  # a TTL that e1 has outlived but e2 has not
+    latest = store.latest("search", ["42", "43", "44"], since=fresh_since)
+    assert latest[0] is None
+    assert latest[1] is not None and latest[1].event_id == "e2"
+    assert latest[2] is None
+
+
+def test_latest_is_newest_event_at_its_newest_version(store: VersionedStore) -> None:
+    store.append(
+        "search",
+        [("42", rec("e1", 0, 0)), ("42", rec("e2", 10, 0, q="a")), ("42", rec("e2", 10, 4, q="b"))],
+    )
+    (latest,) = store.latest("search", ["42"])
+    assert latest is not None and (latest.event_id, latest.fields) == ("e2", {"q": "b"})
+
+
+def test_all_keys_of_a_user_share_one_cluster_slot(store: VersionedStore) -> None:
+    keys = [store.key(view, "42") for view in ("search", "view", "wishlist", "booking")]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+def test_recent_is_one_round_trip(store: VersionedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.append("search", [("42", rec(f"e{i}", i, v)) for i in range(20) for v in range(3)])
+    store.recent("search", "42", limit=5)  # first call loads the script into Redis
+    calls: list[tuple] = []
+    original = store.client.execute_command
+
+    def counting(*args, **kwargs):
+        calls.append(args[:1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "execute_command", counting)
+    assert len(store.recent("search", "42", limit=5, as_of=V0 + MINUTE)) == 5
+    assert calls == [("EVALSHA",)]
+
+
+def test_drop_view_removes_only_that_view(store: VersionedStore) -> None:
+    store.append("search", [("1", rec("a", 0, 0)), ("2", rec("b", 0, 0))])
+    store.append("view", [("1", rec("c", 0, 0))])
+    assert store.drop_view("search") == 2
+    assert store.recent("search", "1") == []
+    assert ids(store.recent("view", "1")) == ["c"]
+
+
+histories = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+        st.integers(min_value=0, max_value=40),  # version minute
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=histories,
+    as_of=st.one_of(st.none(), st.integers(min_value=0, max_value=40)),
+    limit=st.integers(min_value=1, max_value=6),
+)
+def test_server_side_collapse_matches_the_reference_rule(
+    store: VersionedStore, history: list[tuple[str, int]], as_of: int | None, limit: int
+) -> None:
+    # Each event id has a fixed event time; versions are arbitrary processing minutes.
+    event_minute = {"a": 0, "b": 7, "c": 7, "d": 19, "e": 30}
+    records = [rec(eid, event_minute[eid], v, written=v) for eid, v in history]
+    entity = f"p{abs(hash((tuple(history), as_of, limit))) % 10**9}"
+    store.append("prop", [(entity, r) for r in records])
+    as_of_us = None if as_of is None else V0 + as_of * MINUTE
+    expected = list(collapse_versions(records, as_of=as_of_us))[:limit]
+    got = store.recent("prop", entity, limit=limit, as_of=as_of_us)
+    assert [(r.event_id, r.version) for r in got] == [(r.event_id, r.version) for r in expected]

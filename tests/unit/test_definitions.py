@@ -1,0 +1,406 @@
+"""Loading a repository's YAML definitions and reporting every problem at once.
+
+Each test builds a small repository in ``tmp_path``. The transform module gets a unique name per
+test because ``importlib`` caches modules in ``sys.modules`` by name.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from usp_feast.definitions import (
+    DefinitionError,
+    Problem,
+    check_definitions,
+    load_definitions,
+)
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+
+TRANSFORMS = """\
+from usp_feast.transforms import SignalTransform
+
+
+class GoodTransform(SignalTransform):
+    def transform(self, event):
+        return {"query": event["query"]}
+
+
+class NoMethod:
+    pass
+"""
+
+# A valid signal. Line numbers matter: tests change one line and expect it in the problem.
+#  1 name
+#  3 owner
+#  7 fields.query   8 fields.guests
+#  9 transform     10 retention     11 validation
+VALID = """\
+name: search
+description: Searches a user ran.
+owner: discovery-team
+source:
+  topic: events.search
+fields:
+  query: string
+  guests: int
+transform: {module}.GoodTransform
+retention: 30d
+validation: search
+"""
+
+
+@dataclass
+class Repo:
+    path: Path
+    module: str
+
+    def signal(self, file: str, text: str) -> None:
+        (self.path / "signals" / file).write_text(textwrap.dedent(text).format(module=self.module))
+
+    def valid(self, file: str = "search.yaml", *, old: str = "", new: str = "") -> None:
+        """Write the valid signal with one line replaced (``old`` must occur in it)."""
+        assert old in VALID
+        self.signal(file, VALID.replace(old, new, 1))
+
+    def problems(self) -> list[Problem]:
+        return check_definitions(self.path)[1]
+
+    def only_problem(self) -> Problem:
+        problems = self.problems()
+        assert len(problems) == 1, "\n".join(map(str, problems))
+        return problems[0]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repo]:
+    module = f"usp_test_transforms_{uuid.uuid4().hex}"
+    path = tmp_path / "repo"
+    (path / "signals").mkdir(parents=True)
+    (path / "validation").mkdir()
+    (path / "validation" / "search.json").write_text('{"expectations": []}')
+    (path / f"{module}.py").write_text(TRANSFORMS)
+    yield Repo(path, module)
+    sys.modules.pop(module, None)
+
+
+SEARCH = Path("signals/search.yaml")
+
+
+def test_a_valid_repository_loads(repo: Repo) -> None:
+    repo.valid()
+
+    definitions = load_definitions(repo.path)
+
+    assert [s.name for s in definitions.signals] == ["search"]
+    assert definitions.signal("search").fields == {"query": "string", "guests": "int"}
+
+
+def test_unknown_key_suggests_the_close_match(repo: Repo) -> None:
+    repo.valid(old="retention: 30d", new="retension: 30d")
+
+    problems = {p.field: p for p in repo.problems()}
+
+    assert sorted(problems) == ["retension", "retention"]
+    typo = problems["retension"]
+    assert (typo.file, typo.line) == (SEARCH, 10)
+    assert typo.message == "unknown key 'retension'; did you mean 'retention'?"
+    assert str(typo) == (
+        "signals/search.yaml:10: retension: unknown key 'retension'; did you mean 'retention'?"
+    )
+    # The key the typo stands for is reported missing too, so the user sees both halves.
+    assert problems["retention"].message == "required key is missing"
+
+
+def test_unknown_nested_key_without_a_close_match_lists_the_allowed_keys(repo: Repo) -> None:
+    repo.valid(old="  topic: events.search\n", new="  topic: events.search\n  partitions: 3\n")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 6, "source.partitions")
+    assert problem.message == "unknown key 'partitions'; allowed keys: topic"
+
+
+def test_bad_duration(repo: Repo) -> None:
+    repo.valid(old="retention: 30d", new="retention: 10mins")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 10, "retention")
+    assert problem.message.startswith("invalid duration '10mins': use a whole number")
+
+
+def test_missing_required_key(repo: Repo) -> None:
+    repo.valid(old="owner: discovery-team\n", new="")
+
+    problem = repo.only_problem()
+
+    # A missing key has no line of its own; the problem points at the top of the document.
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 1, "owner")
+    assert problem.message == "required key is missing"
+
+
+def test_unknown_field_type(repo: Repo) -> None:
+    repo.valid(old="guests: int", new="guests: integer")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 8, "fields.guests")
+    assert problem.message == (
+        "unknown type 'integer'; use one of string, int, float, bool, timestamp"
+    )
+
+
+def test_reserved_field_name(repo: Repo) -> None:
+    repo.valid(old="  guests: int\n", new="  guests: int\n  user_id: int\n")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "fields.user_id")
+    assert problem.message == "'user_id' is added to every signal row; remove it from fields"
+
+
+def test_bad_name_pattern(repo: Repo) -> None:
+    repo.valid(old="name: search", new="name: Search-Events")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 1, "name")
+    assert problem.message == (
+        "'Search-Events' is not valid here: "
+        "names are lowercase letters, digits and '_', starting with a letter"
+    )
+
+
+def test_bad_field_name_points_at_the_field(repo: Repo) -> None:
+    repo.valid(old="guests: int", new="Guests: int")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 8, "fields.Guests")
+    assert "'Guests' is not valid here" in problem.message
+
+
+def test_missing_transform_module(repo: Repo) -> None:
+    missing = f"no_such_module_{uuid.uuid4().hex}"
+    repo.valid(old="{module}.GoodTransform", new=f"{missing}.SearchTransform")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "transform")
+    assert problem.message.startswith(f"cannot import transform module {missing!r}")
+
+
+def test_transform_module_without_the_class(repo: Repo) -> None:
+    repo.valid(old="GoodTransform", new="SearchTransfrom")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "transform")
+    assert problem.message == f"module {repo.module!r} has no class 'SearchTransfrom'"
+
+
+def test_transform_class_without_a_transform_method(repo: Repo) -> None:
+    repo.valid(old="GoodTransform", new="NoMethod")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "transform")
+    assert problem.message == (
+        f"{repo.module}.NoMethod has no transform(event) method; "
+        "subclass usp_feast.transforms.SignalTransform"
+    )
+
+
+def test_transform_whose_constructor_fails(repo: Repo) -> None:
+    (repo.path / f"{repo.module}.py").write_text(
+        TRANSFORMS
+        + "\n\nclass Broken(GoodTransform):\n"
+        + "    def __init__(self):\n        raise RuntimeError('needs a model file')\n"
+    )
+    repo.valid(old="GoodTransform", new="Broken")
+
+    problem = repo.only_problem()
+
+    assert (problem.line, problem.field) == (9, "transform")
+    assert problem.message == f"{repo.module}.Broken() failed: needs a model file"
+
+
+def test_missing_validation_suite(repo: Repo) -> None:
+    repo.valid(old="validation: search", new="validation: serach")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 11, "validation")
+    expected_file = repo.path.resolve() / "validation" / "serach.json"
+    assert problem.message == (
+        f"expectation suite 'serach' not found; expected the file {expected_file}"
+    )
+
+
+def test_validation_suites_beside_the_repository_are_found(repo: Repo) -> None:
+    # The example layout: feature_repo/ and validation/ side by side.
+    (repo.path / "validation" / "search.json").rename(repo.path.parent / "search.json")
+    (repo.path / "validation").rmdir()
+    (repo.path.parent / "validation").mkdir()
+    (repo.path.parent / "search.json").rename(repo.path.parent / "validation" / "search.json")
+    repo.valid()
+
+    assert repo.problems() == []
+
+
+def test_duplicate_names_across_files_name_both_places(repo: Repo) -> None:
+    repo.valid("a_search.yaml")
+    repo.valid("b_search.yaml", old="description: Searches a user ran.\n", new="")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (Path("signals/b_search.yaml"), 1, "name")
+    assert problem.message == "signal 'search' is already defined in signals/a_search.yaml:1"
+
+
+def test_invalid_yaml_syntax(repo: Repo) -> None:
+    repo.signal("search.yaml", "name: search\n  owner: discovery-team\n")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 2, "")
+    assert problem.message == "not valid YAML: mapping values are not allowed here"
+    assert str(problem) == (
+        "signals/search.yaml:2: not valid YAML: mapping values are not allowed here"
+    )
+
+
+def test_duplicate_yaml_key(repo: Repo) -> None:
+    repo.valid(old="retention: 30d\n", new="retention: 30d\nretention: 90d\n")
+
+    problem = repo.only_problem()
+
+    assert (problem.line, problem.field) == (11, "")
+    assert 'duplicate key "retention"' in problem.message
+
+
+@pytest.mark.parametrize("text", ["- search\n- view\n", "just a sentence\n", ""])
+def test_a_file_that_is_not_a_mapping(repo: Repo, text: str) -> None:
+    repo.signal("search.yaml", text)
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line) == (SEARCH, 1)
+    assert problem.message == "expected a mapping of keys to values"
+
+
+def test_a_control_character_is_a_problem_not_a_crash(repo: Repo) -> None:
+    repo.valid(old="owner: discovery-team", new="owner: discovery\x07team")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line) == (SEARCH, 3)
+    assert problem.message.startswith("not valid YAML: unacceptable character #x0007")
+
+
+def test_a_file_that_is_not_utf8_is_a_problem_not_a_crash(repo: Repo) -> None:
+    text = VALID.format(module=repo.module).replace("Searches", "Recherches d\xe9j\xe0")
+    (repo.path / "signals" / "search.yaml").write_bytes(text.encode("latin-1"))
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line) == (SEARCH, 2)
+    assert problem.message.startswith("not UTF-8 text")
+
+
+def test_every_problem_in_every_file_is_reported_at_once(repo: Repo) -> None:
+    # Six problems in one file ...
+    repo.signal(
+        "a.yaml",
+        """\
+        name: Search-Events
+        owner: discovery-team
+        source:
+          topic: events.search
+        fields:
+          query: string
+          user_id: int
+          guests: integer
+        transform: {module}.GoodTransform
+        retension: 30d
+        ttl: 10mins
+        validation: search
+        """,
+    )
+    # ... one in a file that is not a mapping ...
+    repo.signal("b.yaml", "- search\n")
+    # ... and two that need the definition to be valid first (imports and suites).
+    repo.signal(
+        "c.yaml",
+        VALID.replace("name: search", "name: booking")
+        .replace("GoodTransform", "NoMethod")
+        .replace("validation: search", "validation: booking"),
+    )
+
+    with pytest.raises(DefinitionError) as caught:
+        load_definitions(repo.path)
+
+    located = sorted((str(p.file), p.line or 0, p.field) for p in caught.value.problems)
+    assert located == [
+        ("signals/a.yaml", 1, "name"),
+        ("signals/a.yaml", 1, "retention"),
+        ("signals/a.yaml", 7, "fields.user_id"),
+        ("signals/a.yaml", 8, "fields.guests"),
+        ("signals/a.yaml", 10, "retension"),
+        ("signals/a.yaml", 11, "ttl"),
+        ("signals/b.yaml", 1, ""),
+        ("signals/c.yaml", 9, "transform"),
+        ("signals/c.yaml", 11, "validation"),
+    ]
+    message = str(caught.value)
+    assert message.startswith("9 problems in definitions:\n")
+    assert all(f"  {p}" in message for p in caught.value.problems)
+
+
+def test_check_imports_false_skips_transforms_and_suites(repo: Repo) -> None:
+    repo.valid(old="GoodTransform", new="NoMethod")
+    (repo.path / "validation" / "search.json").unlink()
+
+    definitions, problems = check_definitions(repo.path, check_imports=False)
+
+    assert problems == []
+    assert [s.name for s in definitions.signals] == ["search"]
+
+
+def test_valid_signals_are_returned_beside_the_problems(repo: Repo) -> None:
+    repo.valid("search.yaml")
+    repo.signal("broken.yaml", "- not a signal\n")
+
+    definitions, problems = check_definitions(repo.path)
+
+    assert [s.name for s in definitions.signals] == ["search"]
+    assert [p.file for p in problems] == [Path("signals/broken.yaml")]
+
+
+def test_a_repository_without_signals_has_none(tmp_path: Path) -> None:
+    assert load_definitions(tmp_path).signals == ()
+
+
+def test_asking_for_an_unknown_signal_lists_the_known_ones(repo: Repo) -> None:
+    repo.valid()
+
+    with pytest.raises(KeyError, match="unknown signal 'serach'; known signals: search"):
+        load_definitions(repo.path).signal("serach")
+
+
+def test_the_example_repository_loads_without_problems() -> None:
+    definitions, problems = check_definitions(EXAMPLE_REPO)
+
+    assert problems == []
+    assert sorted(s.name for s in definitions.signals) == ["booking", "search", "view", "wishlist"]
+    assert definitions.signal("search").source.topic == "events.search"

@@ -1,0 +1,197 @@
+"""HTTP query API (DESIGN.md section 7), a thin layer over :class:`SignalClient`.
+
+Every bad request gets a 4xx with a one-line ``detail``; Redis being down is a 503; nothing the
+caller sends produces a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from usp_feast.durations import DurationError, parse_duration
+from usp_feast.query import DEFAULT_LIMIT, MAX_LIMIT, QueryError, SignalClient, UnknownSignalError
+from usp_feast.store import StoreUnavailableError
+
+__all__ = ["ApiError", "create_app", "create_app_from_env"]
+
+logger = logging.getLogger(__name__)
+
+_SIGNAL_PARAMS = ("within", "limit", "as_of")
+
+
+class ApiError(Exception):
+    """A request the API refuses, with its HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def create_app(client: SignalClient) -> FastAPI:
+    """Build the API application for one repository's client.
+
+    Example:
+        >>> app = create_app(SignalClient.from_repo(repo_path))
+        >>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))
+        ['/v1/users/{user_id}/signals/{signal}']
+
+    """
+    app = FastAPI(title="usp-feast query API", version="1", docs_url="/docs", redoc_url=None)
+    registry = CollectorRegistry()
+    requests = Counter(
+        "usp_http_requests", "HTTP requests served", ["route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "usp_http_request_seconds",
+        "HTTP request latency",
+        ["route"],
+        registry=registry,
+        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    )
+
+    def observe(route: str, status: int, started: float) -> None:
+        requests.labels(route, str(status)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+
+    @app.get("/v1/users/{user_id}/signals/{signal}")
+    async def recent_signals(user_id: str, signal: str, request: Request) -> Response:
+        started = time.perf_counter()
+        route = "signals"
+        try:
+            params = request.query_params
+            unknown = sorted(set(params) - set(_SIGNAL_PARAMS))
+            if unknown:
+                raise ApiError(
+                    400,
+                    f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(_SIGNAL_PARAMS)}",
+                )
+            user = _user_id(user_id)
+            events = client.recent(
+                user,
+                signal,
+                within=_within(params.get("within")),
+                limit=_limit(params.get("limit")),
+                as_of=_as_of(params.get("as_of")),
+            )
+            body = {
+                "user_id": user,
+                "signal": signal,
+                "count": len(events),
+                "events": [e.to_dict() for e in events],
+            }
+            response = _json(body)
+        except ApiError as exc:
+            response = _json({"detail": exc.detail}, exc.status)
+        except UnknownSignalError as exc:
+            response = _json({"detail": str(exc)}, 404)
+        except QueryError as exc:
+            response = _json({"detail": str(exc)}, 400)
+        except StoreUnavailableError as exc:
+            logger.warning("store unavailable: %s", exc)
+            response = _json({"detail": "signal store unavailable, retry later"}, 503)
+        observe(route, response.status_code, started)
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        started = time.perf_counter()
+        healthy = client.ping()
+        response = _json(
+            {"status": "ok" if healthy else "unavailable", "redis": healthy},
+            200 if healthy else 503,
+        )
+        observe("healthz", response.status_code, started)
+        return response
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _json({"detail": f"{where}: {first.get('msg')}".strip(": ")}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {request.url.path}"
+        return _json({"detail": detail}, exc.status_code)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for ``uvicorn --factory``: the repository comes from ``USP_REPO``."""
+    return create_app(SignalClient.from_repo(os.environ.get("USP_REPO", "feature_repo")))
+
+
+def _user_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, f"user_id must be an integer, got {text!r}") from None
+    if value <= 0:
+        raise ApiError(400, f"user_id must be positive, got {value}")
+    return value
+
+
+def _within(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise ApiError(400, f"within: {exc}") from None
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(
+            400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {text!r}"
+        ) from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {value}")
+    return value
+
+
+def _as_of(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, f"as_of must be an ISO-8601 time such as 2026-11-26T12:00:00Z, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise ApiError(400, "as_of must carry a timezone, e.g. 2026-11-26T12:00:00Z")
+    return moment

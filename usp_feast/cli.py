@@ -1,0 +1,192 @@
+"""The ``usp`` command line.
+
+Commands import their heavy dependencies (Feast, uvicorn) lazily so ``usp query`` and
+``usp dev status`` answer quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from usp_feast.durations import DurationError, parse_duration
+
+__all__ = ["main"]
+
+REPO_OPTION = click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("feature_repo"),
+    show_default=True,
+    help="Feature repository (folder with feature_store.yaml).",
+)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
+def main(verbose: bool) -> None:
+    """usp: real-time user signals on Feast."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@REPO_OPTION
+def validate(repo: Path) -> None:
+    """Check every definition; report all problems with file, line and field."""
+    from usp_feast.definitions import check_definitions
+
+    definitions, problems = check_definitions(repo)
+    for problem in problems:
+        click.echo(f"{repo}/{problem}", err=True)
+    if problems:
+        count = len(problems)
+        raise click.ClickException(f"{count} problem{'s' if count != 1 else ''} found")
+    click.echo(f"{len(definitions.signals)} signal definitions OK")
+
+
+@main.group()
+def dev() -> None:
+    """Manage the local stack (Redis and a Kafka-protocol broker)."""
+
+
+@dev.command("up")
+def dev_up() -> None:
+    """Start the local stack (idempotent)."""
+    from usp_feast import devstack
+
+    try:
+        endpoints = devstack.up()
+    except devstack.DevStackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"kafka  {endpoints.kafka}\nredis  {endpoints.redis}")
+
+
+@dev.command("down")
+def dev_down() -> None:
+    """Stop the local stack (idempotent)."""
+    from usp_feast import devstack
+
+    devstack.down()
+    click.echo("local stack stopped")
+
+
+@dev.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print endpoints as JSON.")
+def dev_status(as_json: bool) -> None:
+    """Show the local stack's endpoints and processes."""
+    from usp_feast import devstack
+
+    status = devstack.status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2, sort_keys=True))
+        return
+    for name, service in sorted(status["services"].items()):
+        state = "running" if service["running"] else "stopped"
+        click.echo(f"{name:6} {state:8} {status[name]}  (log: {service['log']})")
+
+
+@main.command()
+@click.argument("user_id", type=int)
+@click.argument("signal")
+@click.option("--within", help="Only events this recent, e.g. 10m, 2h, 7d.")
+@click.option("--limit", type=int, default=50, show_default=True, help="Maximum events.")
+@click.option("--as-of", "as_of", help="Processing time to read as of, ISO-8601 with zone.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@REPO_OPTION
+def query(
+    user_id: int,
+    signal: str,
+    within: str | None,
+    limit: int,
+    as_of: str | None,
+    as_json: bool,
+    repo: Path,
+) -> None:
+    """Print USER_ID's recent SIGNAL events, newest first."""
+    from usp_feast.query import QueryError, SignalClient
+    from usp_feast.store import StoreUnavailableError
+
+    try:
+        window = parse_duration(within) if within else None
+        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
+        client = SignalClient.from_repo(repo)
+        events = client.recent(user_id, signal, within=window, limit=limit, as_of=moment)
+    except (DurationError, QueryError, StoreUnavailableError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # as_of that is not ISO-8601
+        raise click.ClickException(f"--as-of: {exc}") from None
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event.to_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    spec = client.spec(signal)
+    table = Table(title=f"user {user_id} · {signal} · {len(events)} events", title_justify="left")
+    columns = ["event_ts", "processed_at", "event_id", *spec.fields]
+    for column in columns:
+        table.add_column(column)
+    for event in events:
+        data = event.to_dict()
+        table.add_row(*(str(data.get(c, "")) for c in columns))
+    Console().print(table)
+
+
+@main.command()
+@REPO_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+def serve(repo: Path, host: str, port: int, workers: int) -> None:
+    """Serve the HTTP query API (/v1/..., /healthz, /metrics)."""
+    import os
+
+    import uvicorn
+
+    from usp_feast.query import RepoSettings
+
+    try:
+        RepoSettings.read(repo.resolve())  # fail here, not in each worker
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    os.environ["USP_REPO"] = str(repo.resolve())
+    uvicorn.run(
+        "usp_feast.api:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@main.command()
+@REPO_OPTION
+@click.option("--users", type=int, default=20, show_default=True, help="Users to simulate.")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(repo: Path, users: int, seed: int) -> None:
+    """Run the example end to end on the local stack and show what readers see."""
+    from rich.console import Console
+
+    from usp_feast.definitions import DefinitionError
+    from usp_feast.demo import run_demo
+    from usp_feast.store import StoreUnavailableError
+
+    try:
+        run_demo(repo.resolve(), users=users, seed=seed, console=Console())
+    except (DefinitionError, StoreUnavailableError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
