@@ -70,8 +70,9 @@ class SignalView(StreamFeatureView):
     proto round trip give it, keeps a second ``feast plan``/``feast apply`` a no-op.
     """
 
+    # The base class stores the schema; here it is derived (sorted), hence the ignore.
     @property
-    def schema(self) -> list[Field]:
+    def schema(self) -> list[Field]:  # type: ignore[override]
         """Entity columns and features, deduplicated and sorted by name."""
         return sorted(set(self.entity_columns + self.features), key=lambda f: f.name)
 

@@ -145,8 +145,10 @@ def load_transform(spec: SignalSpec, repo: Path) -> Any:
     with _importable(repo):
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ImportError(f"cannot import transform module {module_name!r}: {exc}") from exc
+        except Exception as exc:  # a broken user module (syntax error, failing import) too
+            raise ImportError(
+                f"cannot import transform module {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
     cls = getattr(module, class_name, None)
     if cls is None or not isinstance(cls, type):
         raise ImportError(f"module {module_name!r} has no class {class_name!r}")

@@ -59,15 +59,15 @@ def run_demo(repo: Path, *, users: int, seed: int, console: Console) -> DemoSumm
         pipelines[spec.source.topic].append(SignalPipeline(spec, load_transform(spec, repo)))
     summary = DemoSummary()
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for event in generate(TrafficConfig(users=users, seed=seed)):
+    for raw in generate(TrafficConfig(users=users, seed=seed)):
         summary.events += 1
-        routes = pipelines.get(event.topic)
+        routes = pipelines.get(raw.topic)
         if not routes:
             summary.unrouted += 1  # e.g. listing_update feeds the join signal, not a signal
             continue
         for pipeline in routes:
             try:
-                row = pipeline.process(event.payload)
+                row = pipeline.process(raw.payload)
             except RejectedEvent as exc:
                 summary.rejected[f"{pipeline.spec.name}: {exc.reason}"] += 1
                 continue
@@ -126,9 +126,9 @@ def run_demo(repo: Path, *, users: int, seed: int, console: Console) -> DemoSumm
         replay = [r for r in rows["search"] if r["user_id"] == user]
         store.push("search_push", pd.DataFrame(replay))
         after = len(client.recent(user, "search", limit=1000))
-        raw = len(client.store.versions("search", str(user)))
+        stored = len(client.store.versions("search", str(user)))
         console.print(
             f"user {user}: readers see {before} → {after} search events; "
-            f"Redis holds {raw} versions (append-only, collapsed per event id at read)"
+            f"Redis holds {stored} versions (append-only, collapsed per event id at read)"
         )
     return summary

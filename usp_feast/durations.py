@@ -57,7 +57,9 @@ def format_duration(value: timedelta) -> str:
 
     Example:
         >>> format_duration(timedelta(days=14))
-        '14d'
+        '2w'
+        >>> format_duration(timedelta(days=30))
+        '30d'
 
     """
     for unit in ("w", "d", "h", "m", "s", "ms"):

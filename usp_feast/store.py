@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -77,7 +77,8 @@ class VersionedStore:
         self.project = project
         self.prefix = prefix
         source = resources.files("usp_feast").joinpath("recent.lua").read_text()
-        self._recent_script = client.register_script(source)
+        # redis-py types register_script for Redis only; RedisCluster has it too.
+        self._recent_script = cast(Any, client).register_script(source)
 
     def key(self, view: str, entity: str) -> str:
         """The sorted-set key of one entity's records of one view."""
@@ -171,9 +172,7 @@ class VersionedStore:
         low = "-inf" if since is None else since
         with self.client.pipeline(transaction=False) as pipe:
             for entity in entities:
-                pipe.zrange(
-                    self.key(view, entity), "+inf", low, desc=True, byscore=True, offset=0, num=1
-                )
+                pipe.zrevrangebyscore(self.key(view, entity), "+inf", low, start=0, num=1)
             replies = self._execute(pipe)
         return [decode_member(r[0]) if r else None for r in replies]
 

@@ -200,6 +200,17 @@ def test_missing_transform_module(repo: Repo) -> None:
     assert problem.message.startswith(f"cannot import transform module {missing!r}")
 
 
+def test_transform_module_with_a_syntax_error(repo: Repo) -> None:
+    broken = f"broken_{uuid.uuid4().hex}"
+    (repo.path / f"{broken}.py").write_text("class SearchTransform(:\n    pass\n")
+    repo.valid(old="{module}.GoodTransform", new=f"{broken}.SearchTransform")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "transform")
+    assert problem.message.startswith(f"cannot import transform module {broken!r}: SyntaxError")
+
+
 def test_transform_module_without_the_class(repo: Repo) -> None:
     repo.valid(old="GoodTransform", new="SearchTransfrom")
 

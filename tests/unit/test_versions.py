@@ -92,7 +92,8 @@ def test_members_of_equal_score_sort_newest_version_first(entries: list[tuple[in
 # --- time conversions ----------------------------------------------------------------------
 
 
-@given(st.datetimes(min_value=datetime(1970, 1, 1), timezones=st.just(UTC)))
+# Hypothesis takes naive bounds; `timezones` makes the drawn values aware.
+@given(st.datetimes(min_value=datetime(1970, 1, 1), timezones=st.just(UTC)))  # noqa: DTZ001
 def test_micros_round_trip_to_the_same_instant(moment: datetime) -> None:
     assert from_micros(to_micros(moment)) == moment
 
@@ -232,6 +233,8 @@ def test_each_visible_event_appears_once_with_its_newest_known_version(
     history: list[Record], as_of: int | None
 ) -> None:
     visible = [r for r in history if as_of is None or r.version <= as_of]
-    newest = {r.event_id: max(v.version for v in visible if v.event_id == r.event_id) for r in visible}
+    newest = {
+        r.event_id: max(v.version for v in visible if v.event_id == r.event_id) for r in visible
+    }
 
     assert sorted(_seen(history, as_of)) == sorted(newest.items())

@@ -1,0 +1,178 @@
+"""``get_online_features`` latency, 1 entity x 10 features: ours vs Feast's stock ``redis``.
+
+Both repositories get the same rows through ``write_to_online_store`` (several events per
+user, so our store holds history while the stock store keeps the latest only), then each
+measured iteration asks both stores for the same random user, in random order. The time spent
+inside the online store's ``_read_features_per_fv`` is recorded as well: that is where each
+store reads Redis and fills the response (stock Redis overrides it with one HMGET pipeline;
+ours inherits Feast's generic version, which calls ``online_read``). So Feast's own
+per-request overhead, which both pay, can be told apart from the store's.
+
+Run: ``.venv/bin/python benchmarks/bench_online_read.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import _common as c
+
+GOAL_RATIO = 1.1  # ours / stock, p50 and p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1k users, 300 queries")
+    parser.add_argument("--users", type=int, default=10_000, help="users loaded")
+    parser.add_argument("--history", type=int, default=5, help="events written per user")
+    parser.add_argument("--queries", type=int, default=5_000, help="measured queries per store")
+    parser.add_argument("--warmup", type=int, default=500, help="unmeasured queries per store")
+    parser.add_argument("--redis", default=c.DEFAULT_REDIS)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    if args.quick:
+        args.users, args.history, args.queries, args.warmup = 1_000, 2, 300, 50
+    url = c.redis_url(args.redis)
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    result: dict[str, Any] = {
+        "benchmark": "get_online_features_latency",
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+        "machine": c.machine_info(client),
+        "params": {
+            "users": args.users,
+            "events_per_user": args.history,
+            "queries_per_store": args.queries,
+            "warmup_per_store": args.warmup,
+            "entities_per_request": 1,
+            "features": c.FEATURE_REFS,
+            "api": "FeatureStore.get_online_features(features, entity_rows=[{'user_id': id}])",
+        },
+    }
+    ours_project, stock_project = c.unique_project("r_ours"), c.unique_project("r_stock")
+    with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
+        try:
+            result.update(run(args, url, Path(tmp), ours_project, stock_project))
+        finally:
+            removed_ours = c.drop_ours(url, ours_project)
+            removed_stock = c.drop_stock(client, stock_project)
+            c.log(f"cleanup: {removed_ours} keys (ours), {removed_stock} keys (stock)")
+            result["cleanup"] = {
+                "ours_keys_removed": removed_ours,
+                "stock_keys_removed": removed_stock,
+                "keys_left": c.count_keys(client, f"usp:{ours_project}:*".encode())
+                + c.count_keys(client, b"*" + stock_project.encode()),
+            }
+    c.emit(result)
+
+
+def run(
+    args: argparse.Namespace, url: str, tmp: Path, ours_project: str, stock_project: str
+) -> dict[str, Any]:
+    c.log("building repos (importing feast takes ~10 s)")
+    ours_repo = c.write_repo(tmp, ours_project, c.ours_store_config(url))
+    stock_repo = c.write_repo(tmp, stock_project, c.stock_store_config(url))
+    stores = {"ours": c.apply_repo(ours_repo), "stock": c.apply_repo(stock_repo)}
+
+    rng = random.Random(args.seed)
+    users = list(range(1, args.users + 1))
+    start = datetime.now(UTC) - timedelta(hours=6)
+    c.log(f"loading {args.history} events for each of {args.users} users into both stores")
+    for index in range(args.history):
+        rng.shuffle(users)
+        frame = c.make_frame(users, start + timedelta(minutes=index), f"r{index}", rng)
+        for fs in stores.values():
+            fs.write_to_online_store(c.SIGNAL, frame)
+
+    def query(name: str, user: int) -> Any:
+        return stores[name].get_online_features(
+            features=c.FEATURE_REFS, entity_rows=[{"user_id": user}]
+        )
+
+    # Same answers from both, or the comparison means nothing.
+    mismatches = []
+    for user in rng.sample(users, 20):
+        ours, stock = query("ours", user).to_dict(), query("stock", user).to_dict()
+        if ours != stock:
+            mismatches.append({"user": user, "ours": ours, "stock": stock})
+    if mismatches:
+        c.log(f"WARNING: stores disagree for {len(mismatches)} of 20 users")
+
+    for _ in range(args.warmup):
+        user = rng.choice(users)
+        for name in stores:
+            query(name, user)
+    inside = {name: instrument(fs) for name, fs in stores.items()}
+
+    c.log(f"measuring {args.queries} queries per store")
+    samples: dict[str, list[int]] = {"ours": [], "stock": []}
+    gc.collect()
+    for index in range(args.queries):
+        user = rng.choice(users)
+        order = ["ours", "stock"] if rng.random() < 0.5 else ["stock", "ours"]
+        for name in order:
+            started = time.perf_counter_ns()
+            query(name, user)
+            samples[name].append(time.perf_counter_ns() - started)
+        if (index + 1) % max(1, args.queries // 5) == 0:
+            c.log(f"  {index + 1}/{args.queries}")
+
+    results = {name: c.percentiles(samples[name]) for name in samples}
+    store_only = {name: c.percentiles(inside[name]) for name in inside}
+    p50 = c.ratio(results["ours"]["p50_us"], results["stock"]["p50_us"])
+    p99 = c.ratio(results["ours"]["p99_us"], results["stock"]["p99_us"])
+    return {
+        "values_match": not mismatches,
+        "mismatches": mismatches[:3],
+        "results": results,
+        "store_read_path_only": store_only,
+        "ratios": {
+            "get_online_features_p50_ours_over_stock": p50,
+            "get_online_features_p99_ours_over_stock": p99,
+            "store_read_path_p50_ours_over_stock": c.ratio(
+                store_only["ours"]["p50_us"], store_only["stock"]["p50_us"]
+            ),
+            "store_read_path_p99_ours_over_stock": c.ratio(
+                store_only["ours"]["p99_us"], store_only["stock"]["p99_us"]
+            ),
+        },
+        "loadavg_1m_after": c.load_after(),
+        "goal": {
+            "metric": "get_online_features latency ours / stock (p50 and p99)",
+            "target": f"<= {GOAL_RATIO}",
+            "measured": {"p50": p50, "p99": p99},
+            "met": all(r is not None and r <= GOAL_RATIO and math.isfinite(r) for r in (p50, p99)),
+        },
+    }
+
+
+def instrument(fs: Any) -> list[int]:
+    """Record the ns spent inside the online store's read path (the store itself)."""
+    online = fs._get_provider().online_store
+    original = online._read_features_per_fv
+    spent: list[int] = []
+
+    def timed_read(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter_ns()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter_ns() - started)
+
+    online._read_features_per_fv = timed_read
+    return spent
+
+
+if __name__ == "__main__":
+    main()

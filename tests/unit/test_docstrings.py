@@ -1,0 +1,31 @@
+"""The examples in the pure modules' docstrings run and show what they claim."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("module_name", "has_examples"),
+    [
+        ("usp_feast.durations", True),
+        ("usp_feast.keys", True),
+        ("usp_feast.spec", True),
+        ("usp_feast.transforms", True),
+        # Documents its format in prose; no runnable example yet.
+        ("usp_feast.versions", False),
+    ],
+)
+def test_docstring_examples_pass(module_name: str, has_examples: bool) -> None:
+    module = importlib.import_module(module_name)
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+
+    assert result.failed == 0
+    if has_examples:
+        assert result.attempted > 0
