@@ -325,6 +325,8 @@ def load_events(
     batch: list[tuple[str, Any]] = []
     version = now_micros()
     wall_started = time.perf_counter_ns()
+    report_every = max(batch_rows, users * per_user // 10)
+    next_report = report_every
 
     def flush() -> int:
         started = time.perf_counter_ns()
@@ -341,8 +343,9 @@ def load_events(
                 append_ns += flush()
                 loaded += len(batch)
                 batch, version = [], now_micros()
-        if round_ % max(1, per_user // 5) == 0:
-            log(f"  {loaded} events loaded")
+                if loaded >= next_report:
+                    log(f"  {loaded} events loaded")
+                    next_report += report_every
     if batch:
         append_ns += flush()
         loaded += len(batch)

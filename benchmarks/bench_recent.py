@@ -142,6 +142,7 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
     samples: dict[str, list[int]] = {name: [] for name in calls}
     names = list(calls)
     c.log(f"measuring {args.queries} queries per call")
+    stats_before = raw.info("commandstats")
     gc.collect()
     for index in range(args.queries):
         user = rng.choice(users)
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
         if (index + 1) % max(1, args.queries // 5) == 0:
             c.log(f"  {index + 1}/{args.queries}")
 
+    stats_after = raw.info("commandstats")
     results = {name: c.percentiles(samples[name]) for name in names}
     ours_p, base_p, store_p = (
         results["signal_client_recent"],
@@ -174,6 +176,12 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
         "results_match_baseline": same,
         "results_full_limit": full,
         "results": results,
+        # Server-side time per command during the measured loop (INFO commandstats deltas;
+        # the Redis is shared, so other clients' calls of the same commands count too).
+        "redis_server_us_per_call": {
+            command: _per_call(stats_before, stats_after, command)
+            for command in ("evalsha", "zrange")
+        },
         "ratios": {
             "recent_over_zrange_p50": c.ratio(ours_p["p50_us"], base_p["p50_us"]),
             "recent_over_zrange_p99": c.ratio(ours_p["p99_us"], base_p["p99_us"]),
@@ -188,6 +196,13 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
             "met": ours_p["p99_us"] <= GOAL_P99_US,
         },
     }
+
+
+def _per_call(before: dict[str, Any], after: dict[str, Any], command: str) -> float | None:
+    key = f"cmdstat_{command}"
+    calls = after.get(key, {}).get("calls", 0) - before.get(key, {}).get("calls", 0)
+    usec = after.get(key, {}).get("usec", 0) - before.get(key, {}).get("usec", 0)
+    return round(usec / calls, 1) if calls else None
 
 
 if __name__ == "__main__":

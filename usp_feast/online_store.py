@@ -25,6 +25,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import StrictStr
 
+from usp_feast import devstack
 from usp_feast.codec import from_json_value, oneof_for, to_json_value
 from usp_feast.durations import parse_duration
 from usp_feast.keys import entity_tag
@@ -54,8 +55,9 @@ class VersionedRedisOnlineStoreConfig(FeastConfigBaseModel):
     )
     """Online store type selector (the dotted path of the plugin class)."""
 
-    connection_string: StrictStr = "redis://127.0.0.1:16379"
-    """Redis URL (``redis://``, ``rediss://`` for TLS); ``${VAR}`` is expanded by Feast."""
+    connection_string: StrictStr | None = None
+    """Redis URL (``redis://``, ``rediss://`` for TLS); ``${VAR}`` is expanded by Feast.
+    Unset: ``$USP_REDIS_URL``, else the local stack of ``usp dev up``."""
 
     redis_type: Literal["redis", "redis_cluster"] = "redis"
     """``redis_cluster`` for Redis Cluster; keys are hash-tagged per entity either way."""
@@ -73,7 +75,8 @@ def store_from_config(config: RepoConfig) -> VersionedStore:
             "usp_feast.online_store.VersionedRedisOnlineStore, "
             f"got {type(online).__name__}"
         )
-    client = connect(online.connection_string, cluster=online.redis_type == "redis_cluster")
+    url = online.connection_string or devstack.endpoints().redis
+    client = connect(url, cluster=online.redis_type == "redis_cluster")
     return VersionedStore(client, project=config.project, prefix=online.key_prefix)
 
 

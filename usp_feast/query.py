@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from usp_feast import devstack
 from usp_feast.definitions import load_definitions
 from usp_feast.spec import SignalSpec
 from usp_feast.store import VersionedStore, connect, now_micros
@@ -99,7 +100,7 @@ class RepoSettings:
             )
         return cls(
             project=str(config["project"]),
-            connection_string=online.get("connection_string", "redis://127.0.0.1:16379"),
+            connection_string=online.get("connection_string") or devstack.endpoints().redis,
             redis_type=online.get("redis_type", "redis"),
             key_prefix=online.get("key_prefix", "usp"),
         )

@@ -64,10 +64,17 @@ def copy_repo(destination: Path, redis_url: str, project: str) -> Path:
         ignore=shutil.ignore_patterns("data", "__pycache__"),
     )
     shutil.copytree(ROOT / "validation", destination / "validation")
-    config = (repo / "feature_store.yaml").read_text()
-    config = config.replace("project: usp_demo", f"project: {project}")
-    config = config.replace("redis://127.0.0.1:16379", redis_url)
-    (repo / "feature_store.yaml").write_text(config)
+    (repo / "feature_store.yaml").write_text(
+        f"project: {project}\n"
+        "provider: local\n"
+        "registry: data/registry.db\n"
+        "online_store:\n"
+        "  type: usp_feast.online_store.VersionedRedisOnlineStore\n"
+        f"  connection_string: {redis_url}\n"
+        "offline_store:\n"
+        "  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
     return repo
 
 
@@ -87,7 +94,7 @@ def applied_repo(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
 
 
 @pytest.fixture(scope="session")
-def feature_store(applied_repo: Path):  # noqa: ANN201 - feast import stays lazy
+def feature_store(applied_repo: Path):
     from feast import FeatureStore
 
     return FeatureStore(repo_path=str(applied_repo))

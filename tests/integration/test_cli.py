@@ -63,10 +63,18 @@ def test_query_prints_a_table_and_json(applied_repo: Path, feature_store) -> Non
         "wishlist_push",
         pd.DataFrame(
             [
-                {"user_id": 3001, "event_id": "w1", "event_ts": now - timedelta(minutes=3),
-                 "listing_id": 11},
-                {"user_id": 3001, "event_id": "w2", "event_ts": now - timedelta(minutes=1),
-                 "listing_id": 12},
+                {
+                    "user_id": 3001,
+                    "event_id": "w1",
+                    "event_ts": now - timedelta(minutes=3),
+                    "listing_id": 11,
+                },
+                {
+                    "user_id": 3001,
+                    "event_id": "w2",
+                    "event_ts": now - timedelta(minutes=1),
+                    "listing_id": 12,
+                },
             ]
         ),
     )
@@ -81,7 +89,10 @@ def test_query_prints_a_table_and_json(applied_repo: Path, feature_store) -> Non
 def test_query_errors_are_one_clear_line(applied_repo: Path) -> None:
     bad_signal = usp("query", "1", "clicks", "--repo", str(applied_repo))
     assert bad_signal.returncode == 1
-    assert "unknown signal 'clicks'; known signals: booking, search, view, wishlist" in bad_signal.stderr
+    assert (
+        "unknown signal 'clicks'; known signals: booking, search, view, wishlist"
+        in bad_signal.stderr
+    )
     bad_window = usp("query", "1", "search", "--within", "soon", "--repo", str(applied_repo))
     assert bad_window.returncode == 1 and "invalid duration 'soon'" in bad_window.stderr
     assert "Traceback" not in bad_signal.stderr + bad_window.stderr

@@ -158,7 +158,9 @@ histories = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     history=histories,
     as_of=st.one_of(st.none(), st.integers(min_value=0, max_value=40)),
