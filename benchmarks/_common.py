@@ -123,6 +123,53 @@ def load_after() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds all cores of the machine have spent busy since boot (psutil)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+class CpuWindow:
+    """CPU used during a measured window: this process, Redis, and everything else.
+
+    The machine is shared; a large ``other_pct`` or ``steal_pct`` means the window's tail
+    latencies say more about the neighbours than about the code under test.
+    """
+
+    def __init__(self, redis_client: Any) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._redis = redis_client
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float, float, float]:
+        times = self._psutil.cpu_times()
+        busy = float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+        info = self._redis.info("cpu")
+        return (
+            time.perf_counter(),
+            busy,
+            float(getattr(times, "steal", 0.0)),
+            time.process_time(),
+            float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+        )
+
+    def stop(self) -> dict[str, float]:
+        """Percentages of one core over the window (the machine has ``nproc`` x 100)."""
+        end = self._snapshot()
+        wall, busy, steal, own, redis_cpu = (b - a for a, b in zip(self._start, end, strict=True))
+        return {
+            "machine_busy_pct": round(100 * busy / wall, 1),
+            "this_process_pct": round(100 * own / wall, 1),
+            "redis_pct": round(100 * redis_cpu / wall, 1),
+            "other_pct": round(100 * (busy - own - redis_cpu) / wall, 1),
+            "steal_pct": round(100 * steal / wall, 1),
+        }
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -244,9 +291,7 @@ def field_values(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def make_frame(
-    users: Iterable[int], event_time: datetime, tag: str, rng: random.Random
-) -> Any:
+def make_frame(users: Iterable[int], event_time: datetime, tag: str, rng: random.Random) -> Any:
     """A Feast-ready DataFrame: one row per user, event ids unique per (tag, user)."""
     import pandas as pd
 

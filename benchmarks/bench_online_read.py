@@ -63,7 +63,7 @@ def main() -> None:
     ours_project, stock_project = c.unique_project("r_ours"), c.unique_project("r_stock")
     with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
         try:
-            result.update(run(args, url, Path(tmp), ours_project, stock_project))
+            result.update(run(args, url, client, Path(tmp), ours_project, stock_project))
         finally:
             removed_ours = c.drop_ours(url, ours_project)
             removed_stock = c.drop_stock(client, stock_project)
@@ -78,7 +78,12 @@ def main() -> None:
 
 
 def run(
-    args: argparse.Namespace, url: str, tmp: Path, ours_project: str, stock_project: str
+    args: argparse.Namespace,
+    url: str,
+    raw: Any,
+    tmp: Path,
+    ours_project: str,
+    stock_project: str,
 ) -> dict[str, Any]:
     c.log("building repos (importing feast takes ~10 s)")
     ours_repo = c.write_repo(tmp, ours_project, c.ours_store_config(url))
@@ -118,6 +123,7 @@ def run(
     c.log(f"measuring {args.queries} queries per store")
     samples: dict[str, list[int]] = {"ours": [], "stock": []}
     gc.collect()
+    window = c.CpuWindow(raw)
     for index in range(args.queries):
         user = rng.choice(users)
         order = ["ours", "stock"] if rng.random() < 0.5 else ["stock", "ours"]
@@ -128,6 +134,7 @@ def run(
         if (index + 1) % max(1, args.queries // 5) == 0:
             c.log(f"  {index + 1}/{args.queries}")
 
+    cpu = window.stop()
     results = {name: c.percentiles(samples[name]) for name in samples}
     store_only = {name: c.percentiles(inside[name]) for name in inside}
     p50 = c.ratio(results["ours"]["p50_us"], results["stock"]["p50_us"])
@@ -147,6 +154,7 @@ def run(
                 store_only["ours"]["p99_us"], store_only["stock"]["p99_us"]
             ),
         },
+        "cpu_during_measurement": cpu,
         "loadavg_1m_after": c.load_after(),
         "goal": {
             "metric": "get_online_features latency ours / stock (p50 and p99)",

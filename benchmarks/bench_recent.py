@@ -144,6 +144,7 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
     c.log(f"measuring {args.queries} queries per call")
     stats_before = raw.info("commandstats")
     gc.collect()
+    window = c.CpuWindow(raw)
     for index in range(args.queries):
         user = rng.choice(users)
         rng.shuffle(names)
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
         if (index + 1) % max(1, args.queries // 5) == 0:
             c.log(f"  {index + 1}/{args.queries}")
 
+    cpu = window.stop()
     stats_after = raw.info("commandstats")
     results = {name: c.percentiles(samples[name]) for name in names}
     ours_p, base_p, store_p = (
@@ -188,6 +190,7 @@ def run(args: argparse.Namespace, url: str, raw: Any, tmp: Path, project: str) -
             "store_recent_over_zrange_p50": c.ratio(store_p["p50_us"], base_p["p50_us"]),
             "store_recent_over_zrange_p99": c.ratio(store_p["p99_us"], base_p["p99_us"]),
         },
+        "cpu_during_measurement": cpu,
         "loadavg_1m_after": c.load_after(),
         "goal": {
             "metric": "SignalClient.recent(limit=50) p99, in-process",

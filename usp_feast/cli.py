@@ -52,6 +52,83 @@ def validate(repo: Path) -> None:
     click.echo(f"{len(definitions.signals)} signal definitions OK")
 
 
+STREAMING_OPTION = click.option(
+    "--streaming",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of generated job configs (default: streaming/ beside the repository).",
+)
+
+
+def _streaming_dir(repo: Path, streaming: Path | None) -> Path:
+    return streaming if streaming is not None else repo.resolve().parent / "streaming"
+
+
+@main.command()
+@REPO_OPTION
+@STREAMING_OPTION
+@click.option("--check", is_flag=True, help="Exit non-zero if a generated file is stale.")
+def generate(repo: Path, streaming: Path | None, check: bool) -> None:
+    """Generate the streaming job configs of every definition (deterministic)."""
+    from usp_feast.definitions import DefinitionError, load_definitions
+    from usp_feast.runner import stale_configs, write_configs
+
+    try:
+        definitions = load_definitions(repo)
+    except DefinitionError as exc:
+        raise click.ClickException(str(exc)) from None
+    folder = _streaming_dir(repo, streaming)
+    if check:
+        stale = stale_configs(definitions, folder)
+        if stale:
+            raise click.ClickException(
+                f"generated files are stale: {', '.join(stale)}; run `usp generate`"
+            )
+        click.echo("generated files are up to date")
+        return
+    for path, changed in write_configs(definitions, folder).items():
+        click.echo(f"{'wrote    ' if changed else 'unchanged'} {path}")
+
+
+@main.command()
+@click.argument("signals", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Run every signal in one Flink job.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@REPO_OPTION
+@STREAMING_OPTION
+def run(
+    signals: tuple[str, ...],
+    run_all: bool,
+    duration: float | None,
+    repo: Path,
+    streaming: Path | None,
+) -> None:
+    """Run signal jobs on the local Flink mini-cluster until Ctrl-C."""
+    from usp_feast import devstack
+    from usp_feast.definitions import DefinitionError, load_definitions
+    from usp_feast.runner import RunnerError, ensure_topics, job_command, run_foreground
+
+    if bool(signals) == run_all:
+        raise click.UsageError("name one or more signals, or pass --all")
+    try:
+        definitions = load_definitions(repo)
+        specs = definitions.signals if run_all else [definitions.signal(n) for n in signals]
+    except (DefinitionError, KeyError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from None
+    folder = _streaming_dir(repo, streaming)
+    configs = [folder / f"{spec.name}.json" for spec in specs]
+    missing = [str(c) for c in configs if not c.is_file()]
+    if missing:
+        raise click.ClickException(f"no job config {', '.join(missing)}; run `usp generate`")
+    topics = [t for s in specs for t in (s.source.topic, s.signal_topic, s.dead_letter_topic)]
+    try:
+        ensure_topics(devstack.endpoints().kafka, topics)
+        code = run_foreground(job_command(configs, repo.resolve()), duration)
+    except RunnerError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
 @main.group()
 def dev() -> None:
     """Manage the local stack (Redis and a Kafka-protocol broker)."""

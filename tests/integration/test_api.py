@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.integration.conftest import copy_repo, free_port, start_server
+from tests.conftest import copy_repo, free_port, start_server
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import requests
 from usp_feast import devstack
 from usp_feast.store import VersionedStore, connect
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +55,12 @@ def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[VersionedS
     client.close()
 
 
-def copy_repo(destination: Path, redis_url: str, project: str) -> Path:
-    """A copy of the example repository wired to the test Redis under its own project."""
+def copy_repo(destination: Path, redis_url: str, project: str, topic_prefix: str = "") -> Path:
+    """A copy of the example repository wired to the test Redis under its own project.
+
+    ``topic_prefix`` renames the raw topics (``events.x`` → ``<prefix>events.x``) so a test's
+    jobs read only what the test produced.
+    """
     repo = destination / "feature_repo"
     shutil.copytree(
         ROOT / "feature_repo",
@@ -64,6 +68,10 @@ def copy_repo(destination: Path, redis_url: str, project: str) -> Path:
         ignore=shutil.ignore_patterns("data", "__pycache__"),
     )
     shutil.copytree(ROOT / "validation", destination / "validation")
+    if topic_prefix:
+        for definition in (repo / "signals").glob("*.yaml"):
+            text = definition.read_text().replace("topic: events.", f"topic: {topic_prefix}events.")
+            definition.write_text(text)
     (repo / "feature_store.yaml").write_text(
         f"project: {project}\n"
         "provider: local\n"

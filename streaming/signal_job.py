@@ -1,0 +1,57 @@
+"""Deployable entry point of the signal jobs.
+
+Local mini-cluster (what ``usp run`` does)::
+
+    python streaming/signal_job.py --repo feature_repo streaming/search.json [streaming/view.json ...]
+
+Flink cluster (the same file, unchanged)::
+
+    flink run -py streaming/signal_job.py -pyexec /path/to/venv/bin/python \\
+        --jarfile flink-connector-kafka.jar -- --repo feature_repo streaming/search.json
+
+Kafka comes from ``USP_KAFKA_BOOTSTRAP`` (default: the local stack), Redis from the repository's
+``feature_store.yaml``. Several configs run as one Flink job so a laptop can hold them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import site
+from pathlib import Path
+
+
+def main() -> None:
+    """Parse arguments, build the job and run it until cancelled."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+", type=Path, help="generated job config files")
+    parser.add_argument("--repo", type=Path, default=Path("feature_repo"))
+    parser.add_argument("--checkpoints", type=Path, default=None)
+    parser.add_argument("--parallelism", type=int, default=1)
+    args = parser.parse_args()
+    repo = args.repo.resolve()
+    # Thread mode runs Python inside the JVM, which PyFlink starts on first use: this
+    # interpreter's packages and the repository (transform classes) must be on its path first.
+    os.environ["PYTHONPATH"] = os.pathsep.join([*site.getsitepackages(), str(repo)])
+
+    from usp_feast import devstack
+    from usp_feast.flink import JobRuntime, build_job
+    from usp_feast.jobs import load_job_config
+
+    configs = [load_job_config(path) for path in args.configs]
+    name = "+".join(c.signal for c in configs)
+    checkpoints = args.checkpoints or devstack.state_dir() / "checkpoints" / name
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    runtime = JobRuntime(
+        repo=repo,
+        bootstrap_servers=devstack.endpoints().kafka,
+        checkpoint_dir=checkpoints,
+        parallelism=args.parallelism,
+    )
+    logging.basicConfig(level=logging.WARNING)
+    build_job(configs, runtime).execute(f"usp signals: {name}")
+
+
+if __name__ == "__main__":
+    main()

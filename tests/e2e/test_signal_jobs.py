@@ -1,0 +1,231 @@
+"""Signal jobs end to end: real broker, real Flink (local mini-cluster), real Redis and Feast.
+
+A scripted journey is produced to Kafka; the generated jobs validate, transform and store it.
+Readers must see exactly the valid events, dead letters must carry their reasons, replays must
+change nothing readers see, and a SIGKILL mid-stream must lose nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import copy_repo
+from usp_feast import SignalClient
+from usp_feast.definitions import load_definitions
+from usp_feast.kafka_io import consume_all, produce_events
+from usp_feast.runner import ensure_topics, job_command, job_environment, write_configs
+
+pytestmark = pytest.mark.e2e
+
+JOB_START_TIMEOUT = 180
+
+
+class Job:
+    """One `streaming/signal_job.py` process group running every signal of a repo."""
+
+    def __init__(self, repo: Path, streaming: Path, checkpoints: Path, log: Path) -> None:
+        self.command = job_command(sorted(streaming.glob("*.json")), repo, checkpoints)
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                env=job_environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"the job exited with {self.process.returncode}:\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
+    run = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("e2e")
+    prefix = f"t{run}."
+    repo = copy_repo(root, stack.redis, f"e2e_{run}", topic_prefix=prefix)
+    feast = Path(sys.executable).with_name("feast")
+    applied = subprocess.run([str(feast), "apply"], cwd=repo, capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    definitions = load_definitions(repo)
+    write_configs(definitions, root / "streaming")
+    topics = [
+        t
+        for s in definitions.signals
+        for t in (s.source.topic, s.signal_topic, s.dead_letter_topic)
+    ]
+    ensure_topics(stack.kafka, topics)
+    job = Job(repo, root / "streaming", root / "checkpoints", root / "job.log")
+    job.start()
+    client = SignalClient.from_repo(repo)
+    yield {"repo": repo, "prefix": prefix, "job": job, "client": client, "kafka": stack.kafka}
+    job.stop()
+    client.store.drop_project()
+
+
+def wait_for(condition: Callable[[], bool], job: Job, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.check_alive()
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def ts(minutes_ago: float) -> str:
+    moment = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def search(user: int, event_id: str, minutes_ago: float, city: str, **extra) -> dict:
+    return {
+        "event_id": event_id,
+        "event_ts": ts(minutes_ago),
+        "user_id": user,
+        "query": "  Flat  NEAR centre ",
+        "city": city,
+        "checkin": "2027-01-10",
+        "checkout": "2027-01-12",
+        "guests": 2,
+        **extra,
+    }
+
+
+def test_valid_events_are_stored_and_bad_ones_dead_lettered(pipeline: dict) -> None:
+    prefix, client, job, kafka = (pipeline[k] for k in ("prefix", "client", "job", "kafka"))
+    topic = f"{prefix}events.search"
+    user = 501
+    good = [search(user, f"g{i}", 30 - i, ["paris", "Rome ", "lisbon"][i % 3]) for i in range(6)]
+    bad: list[tuple[str, bytes, str]] = [
+        ("not json", b"{not json", "payload.json"),
+        ("bad utf-8", b'{"event_id": "\xff\xfe"}', "payload.encoding"),
+        ("oversized", orjson.dumps(search(user, "big", 1, "x" * 70_000)), "payload.size"),
+        ("wrong type", orjson.dumps(search(user, "b1", 1, "Paris", guests="two")), "guests"),
+        ("out of range", orjson.dumps(search(user, "b2", 1, "Paris", guests=40)), "guests"),
+        (
+            "missing field",
+            orjson.dumps({k: v for k, v in search(user, "b3", 1, "P").items() if k != "city"}),
+            "city",
+        ),
+        ("bad user", orjson.dumps(search(-4, "b4", 1, "Paris")), "user_id"),
+    ]
+    records = [(topic, orjson.dumps(e)) for e in good] + [(topic, raw) for _, raw, _ in bad]
+    records.append((topic, orjson.dumps(good[0])))  # an exact duplicate
+    produce_events(kafka, records)
+
+    expected = [f"g{i}" for i in reversed(range(6))]
+    wait_for(
+        lambda: [e.event_id for e in client.recent(user, "search")] == expected,
+        job,
+        JOB_START_TIMEOUT,
+        "the six valid searches to be readable",
+    )
+    events = client.recent(user, "search")
+    assert events[0].fields["query"] == "flat near centre"  # the transform ran
+    assert [e.fields["city"] for e in events[:3]] == ["Lisbon", "Rome", "Paris"]
+
+    letters = [
+        orjson.loads(r)
+        for r in consume_all(kafka, "usp.dlq.search", idle_seconds=3)
+        if orjson.loads(r)["source"]["topic"] == topic
+    ]
+    assert len(letters) == len(bad)
+    by_original = {base64.b64decode(d["original_base64"]): d for d in letters}
+    for label, raw, words in bad:
+        letter = by_original[raw]
+        reasons = " ".join(
+            f"{r['expectation']} {r['column']} {r['message']}" for r in letter["reasons"]
+        )
+        assert words in reasons, f"{label}: {reasons}"
+        assert letter["source"]["offset"] >= len(good)
+
+    published = [orjson.loads(r) for r in consume_all(kafka, "usp.signal.search", idle_seconds=2)]
+    mine = {
+        r["event_id"] for r in published if r["user_id"] == user and r["event_id"].startswith("g")
+    }
+    assert mine == {f"g{i}" for i in range(6)}
+
+
+def test_a_full_replay_changes_nothing_readers_see(pipeline: dict) -> None:
+    prefix, client, job, kafka = (pipeline[k] for k in ("prefix", "client", "job", "kafka"))
+    user = 502
+    views = [
+        {
+            "event_id": f"v{i}",
+            "event_ts": ts(20 - i),
+            "user_id": user,
+            "listing_id": 10 + i,
+            "city": "Rome",
+            "price": 99.5 + i,
+            "room_type": "private_room",
+        }
+        for i in range(5)
+    ]
+    topic = f"{prefix}events.listing_view"
+    produce_events(kafka, [(topic, orjson.dumps(v)) for v in views])
+    wait_for(lambda: len(client.recent(user, "view")) == 5, job, JOB_START_TIMEOUT, "5 views")
+    before = [(e.event_id, e.fields) for e in client.recent(user, "view")]
+    produce_events(kafka, [(topic, orjson.dumps(v)) for v in views])  # replay everything
+    wait_for(
+        lambda: len(client.store.versions("view", str(user))) == 10, job, 60, "replay versions"
+    )
+    assert [(e.event_id, e.fields) for e in client.recent(user, "view")] == before
+
+
+def test_kill_and_restart_loses_nothing(pipeline: dict) -> None:
+    prefix, client, job, kafka = (pipeline[k] for k in ("prefix", "client", "job", "kafka"))
+    topic = f"{prefix}events.wishlist_add"
+    users = range(600, 620)
+    wishes = [
+        {"event_id": f"w{u}-{i}", "event_ts": ts(10 - i / 100), "user_id": u, "listing_id": i + 1}
+        for i in range(50)
+        for u in users
+    ]
+
+    def stored() -> int:
+        return sum(len(client.recent(u, "wishlist", limit=1000)) for u in users)
+
+    produce_events(kafka, [(topic, orjson.dumps(w)) for w in wishes[:400]])
+    wait_for(lambda: stored() > 0, job, JOB_START_TIMEOUT, "the first wishes")
+    time.sleep(2.5)  # let at least one checkpoint complete mid-stream
+    produce_events(kafka, [(topic, orjson.dumps(w)) for w in wishes[400:700]])
+    job.kill()  # SIGKILL: no clean shutdown, no final flush
+    produce_events(kafka, [(topic, orjson.dumps(w)) for w in wishes[700:]])
+    job.start()  # resumes from its last retained checkpoint
+    wait_for(lambda: stored() == len(wishes), job, JOB_START_TIMEOUT, "every wish after restart")
+    for user in users:
+        ids = [e.event_id for e in client.recent(user, "wishlist", limit=1000)]
+        assert len(ids) == len(set(ids)) == 50

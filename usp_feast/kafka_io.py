@@ -1,0 +1,67 @@
+"""Small Kafka helpers over confluent-kafka (standard clients only, any Kafka cluster works)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from usp_feast.traffic import RawEvent
+
+__all__ = ["consume_all", "produce_events", "producer"]
+
+
+def producer(bootstrap: str, **config: Any) -> Producer:
+    """A producer tuned for low latency (events are sent as they come)."""
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, **config})
+
+
+def produce_events(bootstrap: str, events: Iterable[RawEvent | tuple[str, bytes]]) -> int:
+    """Send events (``RawEvent`` as JSON, or ``(topic, raw bytes)`` as given); flush; count."""
+    sender = producer(bootstrap)
+    count = 0
+    for event in events:
+        if isinstance(event, RawEvent):
+            sender.produce(event.topic, orjson.dumps(event.payload))
+        else:
+            sender.produce(event[0], event[1])
+        count += 1
+        if count % 10_000 == 0:
+            sender.poll(0)
+    remaining = sender.flush(30)
+    if remaining:
+        raise RuntimeError(f"{remaining} events were not acknowledged by Kafka at {bootstrap}")
+    return count
+
+
+def consume_all(
+    bootstrap: str, topic: str, *, idle_seconds: float = 2.0, timeout: float = 60.0
+) -> Iterator[bytes]:
+    """Every record of ``topic`` from the beginning, until no record came for ``idle_seconds``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"usp-reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - last < idle_seconds:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeError(f"reading {topic}: {message.error()}")
+            last = time.monotonic()
+            yield message.value()
+    finally:
+        consumer.close()

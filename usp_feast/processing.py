@@ -1,0 +1,109 @@
+"""What a signal job does to one Kafka record, as a pure function of its bytes.
+
+Validate against the contract, transform, and return either a signal row or a dead letter.
+The Flink operator (:mod:`usp_feast.flink`) only moves records in and out of this; tests and
+the backfill call it directly, so every path agrees on what is valid and what a row is.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from usp_feast.contracts import Contract, Violation
+from usp_feast.pipeline import RejectedEvent, SignalPipeline
+from usp_feast.versions import to_micros
+
+__all__ = ["Accepted", "DeadLetter", "SignalProcessor", "SourcePosition", "row_to_json"]
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where a record came from: enough to find the original again."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A valid event turned into a signal row."""
+
+    row: dict[str, Any]
+
+    @property
+    def event_time_ms(self) -> int:
+        """Event time in epoch milliseconds (the Flink record timestamp)."""
+        return to_micros(self.row["event_ts"]) // 1000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected record with the original bytes, the reasons and the source position."""
+
+    signal: str
+    position: SourcePosition
+    reasons: tuple[Violation, ...]
+    original: bytes
+
+    def to_json(self) -> bytes:
+        """The dead-letter topic's record value."""
+        return orjson.dumps(
+            {
+                "signal": self.signal,
+                "source": {
+                    "topic": self.position.topic,
+                    "partition": self.position.partition,
+                    "offset": self.position.offset,
+                    "timestamp_ms": self.position.timestamp_ms,
+                },
+                "reasons": [
+                    {"expectation": v.expectation, "column": v.column, "message": v.message}
+                    for v in self.reasons
+                ],
+                "original_base64": base64.b64encode(self.original).decode(),
+                "rejected_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+        )
+
+
+def row_to_json(row: dict[str, Any]) -> bytes:
+    """A signal row as published on ``usp.signal.<name>`` (event time as ISO-8601 UTC)."""
+    return orjson.dumps(row, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+
+
+class SignalProcessor:
+    """Validate + transform for one signal.
+
+    Example:
+        >>> processor = SignalProcessor(pipeline, contract)
+        >>> outcome = processor.process(b'{"not": "an event"}', SourcePosition("t", 0, 7))
+        >>> isinstance(outcome, DeadLetter), outcome.position.offset
+        (True, 7)
+    """
+
+    def __init__(
+        self, pipeline: SignalPipeline, contract: Contract, max_bytes: int = 64 * 1024
+    ) -> None:
+        self.pipeline = pipeline
+        self.contract = contract
+        self.max_bytes = max_bytes
+        self.signal = pipeline.spec.name
+
+    def process(self, raw: bytes, position: SourcePosition) -> Accepted | DeadLetter | None:
+        """The outcome for one record; None when the transform drops a valid event."""
+        event, violations = self.contract.check_bytes(raw, max_bytes=self.max_bytes)
+        if violations or event is None:
+            return DeadLetter(self.signal, position, tuple(violations), raw)
+        try:
+            row = self.pipeline.process(event)
+        except RejectedEvent as exc:
+            reason = Violation(expectation="transform", column=None, message=exc.reason)
+            return DeadLetter(self.signal, position, (reason,), raw)
+        return None if row is None else Accepted(row)

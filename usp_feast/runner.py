@@ -1,0 +1,134 @@
+"""Start signal jobs on the local Flink mini-cluster: topics, environment, process.
+
+The job itself is ``streaming/signal_job.py``; this module prepares what it needs (Kafka topics,
+``JAVA_HOME``, generated configs) and runs it as a child process in its own process group, so
+stopping ``usp run`` stops the JVM it started as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from usp_feast.definitions import Definitions
+from usp_feast.jobs import render_job_configs
+
+__all__ = [
+    "RunnerError",
+    "ensure_topics",
+    "job_command",
+    "job_environment",
+    "run_foreground",
+    "stale_configs",
+    "write_configs",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT = Path(__file__).resolve().parents[1] / "streaming" / "signal_job.py"
+
+
+class RunnerError(RuntimeError):
+    """A job cannot be started; the message says what to fix."""
+
+
+def write_configs(definitions: Definitions, folder: Path) -> dict[Path, bool]:
+    """Write every job config into ``folder``; returns path → whether it changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = {}
+    for name, text in render_job_configs(definitions).items():
+        path = folder / name
+        old = path.read_text() if path.is_file() else None
+        if old != text:
+            path.write_text(text)
+        changed[path] = old != text
+    return changed
+
+
+def stale_configs(definitions: Definitions, folder: Path) -> list[str]:
+    """Config files in ``folder`` that differ from what the definitions generate."""
+    stale = []
+    for name, text in render_job_configs(definitions).items():
+        path = folder / name
+        if not path.is_file() or path.read_text() != text:
+            stale.append(str(path))
+    return stale
+
+
+def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1) -> None:
+    """Create missing topics (existing ones are left as they are)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=10).topics)
+    except KafkaException as exc:
+        raise RunnerError(
+            f"Kafka at {bootstrap} does not answer ({exc}); start it with `usp dev up` "
+            "or set USP_KAFKA_BOOTSTRAP"
+        ) from None
+    wanted = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+    for topic, future in admin.create_topics(wanted).items() if wanted else []:
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RunnerError(f"could not create topic {topic}: {exc}") from None
+
+
+def job_environment() -> dict[str, str]:
+    """The environment PyFlink needs: ``JAVA_HOME`` (found from ``java`` when unset)."""
+    env = dict(os.environ)
+    if not env.get("JAVA_HOME"):
+        java = shutil.which("java")
+        if java is None:
+            raise RunnerError("Java 17 is required for Flink; run scripts/setup.sh to install it")
+        env["JAVA_HOME"] = str(Path(java).resolve().parents[1])
+    return env
+
+
+def job_command(
+    configs: Sequence[Path], repo: Path, checkpoints: Path | None = None
+) -> list[str]:
+    """The command line that runs ``configs`` as one job on the local mini-cluster."""
+    command = [sys.executable, str(ENTRY_POINT), "--repo", str(repo)]
+    if checkpoints is not None:
+        command += ["--checkpoints", str(checkpoints)]
+    return command + [str(c) for c in configs]
+
+
+def run_foreground(command: list[str], duration: float | None = None) -> int:
+    """Run a job until it exits, ``duration`` passes or Ctrl-C; stops its whole group."""
+    process = subprocess.Popen(command, env=job_environment(), start_new_session=True)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while process.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process.poll() is None:
+            _stop_group(process)
+    return process.returncode or 0
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    # The job's JVM is a child of the Python entry point: signal the whole group.
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
