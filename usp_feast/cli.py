@@ -250,18 +250,20 @@ def serve(repo: Path, host: str, port: int, workers: int) -> None:
 @main.command()
 @REPO_OPTION
 @click.option("--users", type=int, default=20, show_default=True, help="Users to simulate.")
-@click.option("--seed", type=int, default=7, show_default=True)
-def demo(repo: Path, users: int, seed: int) -> None:
-    """Run the example end to end on the local stack and show what readers see."""
+@click.option("--rate", type=float, default=100, show_default=True, help="Events per second.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+def demo(repo: Path, users: int, rate: float, duration: float | None) -> None:
+    """Live demo: traffic into Kafka, the signal jobs on Flink, readers' view (Ctrl-C stops)."""
     from rich.console import Console
 
     from usp_feast.definitions import DefinitionError
     from usp_feast.demo import run_demo
+    from usp_feast.runner import RunnerError
     from usp_feast.store import StoreUnavailableError
 
     try:
-        run_demo(repo.resolve(), users=users, seed=seed, console=Console())
-    except (DefinitionError, StoreUnavailableError) as exc:
+        run_demo(repo.resolve(), users=users, rate=rate, duration=duration, console=Console())
+    except (DefinitionError, StoreUnavailableError, RunnerError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -1,134 +1,201 @@
-"""The foundation demo: example traffic into the versioned store through Feast, read back.
+"""The demo: live traffic into Kafka, the generated signal jobs on Flink, a live view of readers.
 
-Events go through the signal pipelines and Feast's push API, then are read back through
-Feast and the query API. The streaming jobs (Kafka → Flink) replace the direct push in a
-later milestone; everything after the push (store, Feast reads, history API) is the real path.
+It applies the example repository with Feast, generates its streaming job configs, starts one
+Flink job running every signal, produces realistic journeys (with malformed, duplicate and
+late events) at a steady rate, and shows what readers see while it runs: a few users' newest
+signals through ``SignalClient`` and the dead-letter counts per signal.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
-from usp_feast.definitions import load_definitions, load_transform
-from usp_feast.pipeline import RejectedEvent, SignalPipeline
+from usp_feast import devstack
+from usp_feast.definitions import Definitions, load_definitions
+from usp_feast.kafka_io import producer
 from usp_feast.query import SignalClient
-from usp_feast.traffic import TrafficConfig, generate
+from usp_feast.runner import ensure_topics, job_command, job_environment, write_configs
+from usp_feast.traffic import TrafficConfig, generate, iso
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["DemoStats", "run_demo"]
 
 logger = logging.getLogger(__name__)
-PUSH_BATCH = 2_000
 
 
 @dataclass
-class DemoSummary:
-    """What the demo did, for the closing table and for tests."""
+class DemoStats:
+    """Counters the live view shows (updated from background threads)."""
 
-    events: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
-    rejected: Counter[str] = field(default_factory=Counter)
-    unrouted: int = 0
-    users: list[int] = field(default_factory=list)
+    produced: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
 
 
-def run_demo(repo: Path, *, users: int, seed: int, console: Console) -> DemoSummary:
-    """Apply the repository, push generated traffic through Feast and show what readers see."""
-    import pandas as pd
+def run_demo(
+    repo: Path, *, users: int, rate: float, duration: float | None, console: Console
+) -> DemoStats:
+    """Run the live demo until ``duration`` seconds pass or Ctrl-C."""
     from feast import FeatureStore
 
     from usp_feast.compile import repo_objects
 
     definitions = load_definitions(repo)
-    console.rule("[bold]1. feast apply")
-    store = FeatureStore(repo_path=str(repo))
-    objects = list(repo_objects(repo).values())
-    store.apply(objects)
-    console.print(f"registered {len(objects)} Feast objects for {len(definitions.signals)} signals")
+    kafka = devstack.endpoints().kafka
+    console.rule("[bold]1. feast apply + usp generate")
+    FeatureStore(repo_path=str(repo)).apply(list(repo_objects(repo).values()))
+    streaming = repo.parent / "streaming"
+    configs = sorted(write_configs(definitions, streaming))
+    topics = _topics(definitions)
+    ensure_topics(kafka, topics)
+    console.print(f"{len(definitions.signals)} signals registered; job configs in {streaming}")
 
-    console.rule("[bold]2. example traffic → validate + transform → Feast push")
-    pipelines: dict[str, list[SignalPipeline]] = defaultdict(list)
-    for spec in definitions.signals:
-        pipelines[spec.source.topic].append(SignalPipeline(spec, load_transform(spec, repo)))
-    summary = DemoSummary()
-    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for raw in generate(TrafficConfig(users=users, seed=seed)):
-        summary.events += 1
-        routes = pipelines.get(raw.topic)
-        if not routes:
-            summary.unrouted += 1  # e.g. listing_update feeds the join signal, not a signal
-            continue
-        for pipeline in routes:
-            try:
-                row = pipeline.process(raw.payload)
-            except RejectedEvent as exc:
-                summary.rejected[f"{pipeline.spec.name}: {exc.reason}"] += 1
-                continue
-            if row is not None:
-                rows[pipeline.spec.name].append(row)
-    for spec in definitions.signals:
-        batch = rows.get(spec.name, [])
-        for start in range(0, len(batch), PUSH_BATCH):
-            store.push(spec.push_source, pd.DataFrame(batch[start : start + PUSH_BATCH]))
-        summary.rows[spec.name] = len(batch)
-    table = Table("signal", "rows pushed", title=f"{summary.events} events generated")
-    for name, count in sorted(summary.rows.items()):
-        table.add_row(name, str(count))
-    console.print(table)
-    if summary.rejected:
-        rejects = Table("rejected (signal: reason)", "events")
-        for reason, count in summary.rejected.most_common(8):
-            rejects.add_row(reason, str(count))
-        console.print(rejects)
-
-    client = SignalClient.from_repo(repo)
-    shown = sorted({r["user_id"] for r in rows.get("search", [])})[:3]
-    summary.users = shown
-    console.rule("[bold]3. SignalClient.recent: each user's last events, newest first")
-    for user in shown:
-        for spec in definitions.signals:
-            events = client.recent(user, spec.name, within=timedelta(hours=3), limit=3)
-            if not events:
-                continue
-            view = Table(title=f"user {user} · {spec.name}", title_justify="left")
-            for column in ("event_ts", "event_id", *spec.fields):
-                view.add_column(column)
-            for event in events:
-                data = event.to_dict()
-                view.add_row(
-                    *(str(data.get(c, "")) for c in ("event_ts", "event_id", *spec.fields))
-                )
-            console.print(view)
-
-    console.rule("[bold]4. Feast get_online_features: newest version per user")
-    features = [
-        f"{spec.name}:{name}" for spec in definitions.signals for name in list(spec.fields)[:2]
-    ]
-    online = store.get_online_features(
-        features=features, entity_rows=[{"user_id": u} for u in shown], full_feature_names=True
-    ).to_dict()
-    grid = Table("feature", *(f"user {u}" for u in shown))
-    for name in features:
-        grid.add_row(name, *(str(v) for v in online[name.replace(":", "__")]))
-    console.print(grid)
-
-    console.rule("[bold]5. replay: push the same search rows again")
-    if shown and rows.get("search"):
-        user = shown[0]
-        before = len(client.recent(user, "search", limit=1000))
-        replay = [r for r in rows["search"] if r["user_id"] == user]
-        store.push("search_push", pd.DataFrame(replay))
-        after = len(client.recent(user, "search", limit=1000))
-        stored = len(client.store.versions("search", str(user)))
-        console.print(
-            f"user {user}: readers see {before} → {after} search events; "
-            f"Redis holds {stored} versions (append-only, collapsed per event id at read)"
+    console.rule("[bold]2. Flink job: Kafka → contract → transform → versioned store")
+    log = devstack.state_dir() / "demo-job.log"
+    with log.open("ab") as sink:
+        job = subprocess.Popen(
+            job_command(configs, repo),
+            env=job_environment(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    return summary
+    console.print(f"job started (pid {job.pid}, log {log}); producing {rate:.0f} events/s")
+    stats = DemoStats()
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_produce, args=(kafka, users, rate, stats, stop), daemon=True),
+        threading.Thread(
+            target=_count_dead_letters, args=(kafka, definitions, stats, stop), daemon=True
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    client = SignalClient.from_repo(repo)
+    watched = [1, 2, 3]
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        with Live(console=console, refresh_per_second=2) as live:
+            while deadline is None or time.monotonic() < deadline:
+                if job.poll() is not None:
+                    raise RuntimeError(f"the Flink job exited ({job.returncode}); see {log}")
+                live.update(_view(client, definitions, watched, stats))
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGTERM)
+            try:
+                job.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(job.pid, signal.SIGKILL)
+    console.print(
+        f"produced {sum(stats.produced.values())} events, "
+        f"{sum(stats.dead_letters.values())} dead letters; job stopped"
+    )
+    return stats
+
+
+def _topics(definitions: Definitions) -> list[str]:
+    return [
+        topic
+        for spec in definitions.signals
+        for topic in (spec.source.topic, spec.signal_topic, spec.dead_letter_topic)
+    ]
+
+
+def _produce(kafka: str, users: int, rate: float, stats: DemoStats, stop: threading.Event) -> None:
+    sender = producer(kafka)
+    interval = 1.0 / rate
+    round_number = 0
+    while not stop.is_set():
+        round_number += 1
+        config = TrafficConfig(users=users, seed=round_number, span=timedelta(minutes=10))
+        sent: dict[str, bytes] = {}
+        next_send = time.monotonic()
+        for event in generate(config):
+            if stop.is_set():
+                break
+            payload = dict(event.payload)
+            if event.kind == "duplicate":
+                value = sent.get(str(payload.get("event_id")), orjson.dumps(payload))
+            else:
+                if event.kind == "valid":
+                    # Journeys are paced by the send rate: a valid event happens when it is sent;
+                    # late and malformed events keep their (old or broken) times.
+                    payload["event_ts"] = iso(datetime.now(UTC))
+                value = orjson.dumps(payload)
+                sent[str(payload.get("event_id"))] = value
+            sender.produce(event.topic, value)
+            stats.produced[event.kind] += 1
+            next_send += interval
+            pause = next_send - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sender.poll(0)
+    sender.flush(10)
+
+
+def _count_dead_letters(
+    kafka: str, definitions: Definitions, stats: DemoStats, stop: threading.Event
+) -> None:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": f"usp-demo-{time.time_ns()}",
+            "auto.offset.reset": "latest",
+        }
+    )
+    consumer.subscribe([spec.dead_letter_topic for spec in definitions.signals])
+    while not stop.is_set():
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        letter = orjson.loads(message.value())
+        stats.dead_letters[letter["signal"]] += 1
+        first = letter["reasons"][0] if letter["reasons"] else {"expectation": "?"}
+        stats.reasons[f"{first['expectation']} {first.get('column') or ''}".strip()] += 1
+    consumer.close()
+
+
+def _view(
+    client: SignalClient, definitions: Definitions, users: list[int], stats: DemoStats
+) -> Group:
+    parts = []
+    for user in users:
+        table = Table(title=f"user {user}: newest signals", title_justify="left", expand=True)
+        for column in ("event_ts", "signal", "event_id", "values"):
+            table.add_column(column)
+        rows = []
+        for spec in definitions.signals:
+            for event in client.recent(user, spec.name, within=timedelta(hours=1), limit=4):
+                rows.append((event.event_time, spec.name, event))
+        for moment, name, event in sorted(rows, key=lambda r: r[0], reverse=True)[:4]:
+            values = ", ".join(f"{k}={v}" for k, v in event.fields.items() if k != "event_id")
+            table.add_row(moment.strftime("%H:%M:%S.%f")[:-3], name, event.event_id, values)
+        parts.append(table)
+    summary = Table("produced", "dead letters by signal", "top reasons", expand=True)
+    summary.add_row(
+        "\n".join(f"{k}: {v}" for k, v in sorted(stats.produced.items())),
+        "\n".join(f"{k}: {v}" for k, v in sorted(stats.dead_letters.items())) or "none yet",
+        "\n".join(f"{k}: {v}" for k, v in stats.reasons.most_common(4)) or "none yet",
+    )
+    parts.append(summary)
+    return Group(*parts)

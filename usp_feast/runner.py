@@ -95,9 +95,7 @@ def job_environment() -> dict[str, str]:
     return env
 
 
-def job_command(
-    configs: Sequence[Path], repo: Path, checkpoints: Path | None = None
-) -> list[str]:
+def job_command(configs: Sequence[Path], repo: Path, checkpoints: Path | None = None) -> list[str]:
     """The command line that runs ``configs`` as one job on the local mini-cluster."""
     command = [sys.executable, str(ENTRY_POINT), "--repo", str(repo)]
     if checkpoints is not None:
