@@ -311,14 +311,20 @@ def _check_transform(spec: SignalSpec, repo: Path, shown: Path, line: int | None
 
 
 def _check_suite(spec: SignalSpec, repo: Path, shown: Path, line: int | None) -> list[Problem]:
+    from usp_feast.contracts import Contract, ContractError
+
     suite = validation_dir(repo) / f"{spec.validation}.json"
-    if suite.is_file():
-        return []
-    return [
-        Problem(
-            shown,
-            line,
-            "validation",
-            f"expectation suite {spec.validation!r} not found; expected the file {suite}",
-        )
-    ]
+    if not suite.is_file():
+        return [
+            Problem(
+                shown,
+                line,
+                "validation",
+                f"expectation suite {spec.validation!r} not found; expected the file {suite}",
+            )
+        ]
+    try:
+        Contract.load(suite)  # rejects expectation types the job cannot check per event
+    except ContractError as exc:
+        return [Problem(shown, line, "validation", str(exc))]
+    return []

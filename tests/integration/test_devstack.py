@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -70,7 +71,7 @@ def isolated_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         devstack.down()
 
 
-def _kafka_round_trip(bootstrap: str) -> tuple[bytes | None, bytes | None]:
+def _kafka_round_trip(bootstrap: str, **consumer_config: Any) -> tuple[bytes | None, bytes | None]:
     topic = f"usp.test.devstack.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics(
@@ -87,6 +88,7 @@ def _kafka_round_trip(bootstrap: str) -> tuple[bytes | None, bytes | None]:
             "bootstrap.servers": bootstrap,
             "group.id": f"devstack-test-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
+            **consumer_config,
         }
     )
     try:
@@ -190,3 +192,54 @@ def test_docstring_examples_run(isolated_stack: Path) -> None:
     results = doctest.testmod(devstack, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0
     assert results.failed == 0
+
+
+def test_tansu_serves_kafka_and_down_stops_it(
+    isolated_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USP_KAFKA_BROKER", "tansu")
+    ends = devstack.up()
+    assert ends.kafka == f"127.0.0.1:{os.environ['USP_KAFKA_PORT']}"
+    running = devstack.status()["services"]
+    kafka = running["kafka"]
+    assert kafka["running"] is True
+    assert kafka["broker"] == "tansu"
+    assert Path(kafka["log"]).is_relative_to(isolated_stack)
+    assert "tansu" in Path(f"/proc/{kafka['pid']}/cmdline").read_text()
+    assert devstack.up() == ends  # idempotent with tansu too
+    assert devstack.status()["services"]["kafka"]["pid"] == kafka["pid"]
+
+    # Tansu 0.6.0 completes a consumer group join only after about half of session.timeout.ms
+    # (about 23 s with librdkafka's 45 s default), so the consumer asks for a short session.
+    assert _kafka_round_trip(ends.kafka, **{"session.timeout.ms": 6000}) == (
+        b"user-1",
+        b'{"event": "search"}',
+    )
+
+    # One state directory runs one broker: asking it for another must not reuse tansu silently.
+    monkeypatch.setenv("USP_KAFKA_BROKER", "noida-db")
+    with pytest.raises(DevStackError, match="already runs tansu"):
+        devstack.up(wait_seconds=10)
+    assert devstack.status()["services"]["kafka"]["pid"] == kafka["pid"]
+
+    groups = {svc["pid"] for svc in running.values()}
+    assert groups <= _stack_processes(isolated_stack, groups)
+    devstack.down()
+    assert _stack_processes(isolated_stack, groups) == set()
+    after = devstack.status()["services"]
+    assert after["kafka"]["running"] is False
+    assert after["redis"]["running"] is False
+    with socket.socket() as sock:  # the port is free again
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", int(os.environ["USP_KAFKA_PORT"])))
+
+
+def test_up_rejects_an_unknown_broker_before_starting_anything(
+    isolated_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USP_KAFKA_BROKER", "kafka-on-a-floppy")
+    with pytest.raises(DevStackError, match="USP_KAFKA_BROKER='kafka-on-a-floppy'") as raised:
+        devstack.up(wait_seconds=10)
+    assert "noida-db" in str(raised.value) and "tansu" in str(raised.value)
+    assert devstack.status()["services"]["redis"]["running"] is False
+    assert _stack_processes(isolated_stack, set()) == set()

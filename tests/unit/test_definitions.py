@@ -6,6 +6,7 @@ test because ``importlib`` caches modules in ``sys.modules`` by name.
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import uuid
@@ -87,7 +88,7 @@ def repo(tmp_path: Path) -> Iterator[Repo]:
     path = tmp_path / "repo"
     (path / "signals").mkdir(parents=True)
     (path / "validation").mkdir()
-    (path / "validation" / "search.json").write_text('{"expectations": []}')
+    (path / "validation" / "search.json").write_text('{"name": "search", "expectations": []}')
     (path / f"{module}.py").write_text(TRANSFORMS)
     yield Repo(path, module)
     sys.modules.pop(module, None)
@@ -209,6 +210,19 @@ def test_transform_module_with_a_syntax_error(repo: Repo) -> None:
 
     assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "transform")
     assert problem.message.startswith(f"cannot import transform module {broken!r}: SyntaxError")
+
+
+def test_a_suite_with_an_unsupported_expectation_is_rejected(repo: Repo) -> None:
+    unsupported = {"type": "expect_column_kl_divergence_to_be_less_than", "kwargs": {}}
+    suite = {"name": "search", "expectations": [unsupported]}
+    (repo.path / "validation" / "search.json").write_text(json.dumps(suite))
+    repo.valid()
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.field) == (SEARCH, "validation")
+    assert "expect_column_kl_divergence_to_be_less_than" in problem.message
+    assert "supported" in problem.message
 
 
 def test_transform_module_without_the_class(repo: Repo) -> None:

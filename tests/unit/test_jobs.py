@@ -1,0 +1,58 @@
+"""Generated job configs: deterministic, complete, and checked for staleness."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from usp_feast.cli import main
+from usp_feast.definitions import load_definitions
+from usp_feast.jobs import SignalJobConfig, render_job_configs
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_configs_name_the_topics_of_each_signal() -> None:
+    rendered = render_job_configs(load_definitions(ROOT / "feature_repo"))
+    assert sorted(rendered) == ["booking.json", "search.json", "view.json", "wishlist.json"]
+    search = SignalJobConfig.model_validate_json(rendered["search.json"])
+    assert (search.source_topic, search.signal_topic, search.dead_letter_topic) == (
+        "events.search",
+        "usp.signal.search",
+        "usp.dlq.search",
+    )
+    assert search.suite == "search.json"
+    assert "bootstrap" not in rendered["search.json"]  # endpoints come from the environment
+
+
+def test_rendering_is_deterministic_and_matches_the_checked_in_files() -> None:
+    definitions = load_definitions(ROOT / "feature_repo")
+    assert render_job_configs(definitions) == render_job_configs(definitions)
+    for name, text in render_job_configs(definitions).items():
+        assert (ROOT / "streaming" / name).read_text() == text, f"streaming/{name} is stale"
+
+
+def test_generate_check_fails_on_a_stale_file_and_generate_fixes_it(tmp_path: Path) -> None:
+    shutil.copytree(
+        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
+    shutil.copytree(ROOT / "validation", tmp_path / "validation")
+    args = ["--repo", str(tmp_path / "feature_repo"), "--streaming", str(tmp_path / "streaming")]
+    runner = CliRunner()
+    assert runner.invoke(main, ["generate", *args]).exit_code == 0
+    assert runner.invoke(main, ["generate", "--check", *args]).exit_code == 0
+    config = tmp_path / "streaming" / "view.json"
+    data = json.loads(config.read_text())
+    data["store_batch_size"] = 1
+    config.write_text(json.dumps(data))
+    stale = runner.invoke(main, ["generate", "--check", *args])
+    assert stale.exit_code == 1
+    assert "view.json" in stale.output and "usp generate" in stale.output
+    assert runner.invoke(main, ["generate", *args]).exit_code == 0
+    assert runner.invoke(main, ["generate", "--check", *args]).exit_code == 0
