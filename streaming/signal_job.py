@@ -1,13 +1,15 @@
-"""Deployable entry point of the signal jobs.
+r"""Deployable entry point of the signal jobs.
 
 Local mini-cluster (what ``usp run`` does)::
 
-    python streaming/signal_job.py --repo feature_repo streaming/search.json [streaming/view.json ...]
+    python streaming/signal_job.py --repo feature_repo streaming/search.json [more configs]
 
 Flink cluster (the same file, unchanged)::
 
-    flink run -py streaming/signal_job.py -pyexec /path/to/venv/bin/python \\
-        --jarfile flink-connector-kafka.jar -- --repo feature_repo streaming/search.json
+    flink run -py streaming/signal_job.py -pyexec /path/to/venv/bin/python \
+        --repo feature_repo streaming/search.json
+
+(the job sets ``pipeline.jars`` to the Kafka connector jars itself, see ``usp_feast.flink``).
 
 Kafka comes from ``USP_KAFKA_BOOTSTRAP`` (default: the local stack), Redis from the repository's
 ``feature_store.yaml``. Several configs run as one Flink job so a laptop can hold them all.
