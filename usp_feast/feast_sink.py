@@ -21,6 +21,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from usp_feast.codec import from_json_value, oneof_for
+from usp_feast.online_store import VersionedRedisOnlineStore
 from usp_feast.store import StoreUnavailableError
 
 __all__ = ["FeastSink"]
@@ -67,11 +68,23 @@ class FeastSink:
 
     def write(self, rows: Sequence[str | bytes]) -> None:
         """Write a batch; while the store is unavailable, retry with backoff (never drop)."""
-        data = self.rows_to_feast(rows)
+        online = getattr(self.provider, "online_store", None)
+        if isinstance(online, VersionedRedisOnlineStore):
+            # The plugin's plain-value path: same records as online_write_batch, no protos.
+            parsed = [orjson.loads(raw) for raw in rows]
+
+            def send() -> None:
+                online.append_rows(self.store.config, self.view, self.join_key, parsed)
+        else:
+            data = self.rows_to_feast(rows)
+
+            def send() -> None:
+                self.provider.online_write_batch(self.store.config, self.view, data, None)
+
         delay = 0.05
         while True:
             try:
-                self.provider.online_write_batch(self.store.config, self.view, data, None)
+                send()
                 return
             except (StoreUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
                 # Blocking here backpressures the job instead of losing or crashing.

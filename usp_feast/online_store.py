@@ -14,7 +14,7 @@ honours the feature view's TTL at read time, even when no new event has arrived.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -138,6 +138,39 @@ class VersionedRedisOnlineStore(OnlineStore):
         self._store(config).append(table.name, rows, retention=retention_of(table), now=version)
         if progress:
             progress(len(rows))
+
+    def append_rows(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        join_key: str,
+        rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Append signal rows given as plain values (the streaming jobs' write path).
+
+        The same records, versions, retention and keys as :meth:`online_write_batch`, without
+        the round trip through ``ValueProto``: a row is ``{join_key, "event_id", "event_ts"
+        (datetime or ISO-8601 text), <feature>: value, ...}``.
+        """
+        version = now_micros()
+        features = [f.name for f in table.features]
+        records = []
+        for row in rows:
+            moment = row["event_ts"]
+            if isinstance(moment, str):
+                moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+            records.append(
+                (
+                    str(row[join_key]),
+                    Record(
+                        event_id=str(row[EVENT_ID_FEATURE]),
+                        event_ts=to_micros(moment),
+                        version=version,
+                        fields={name: row.get(name) for name in features},
+                    ),
+                )
+            )
+        self._store(config).append(table.name, records, retention=retention_of(table), now=version)
 
     def online_read(
         self,
