@@ -166,9 +166,10 @@ def _count_dead_letters(
     consumer.subscribe([spec.dead_letter_topic for spec in definitions.signals])
     while not stop.is_set():
         message = consumer.poll(0.5)
-        if message is None or message.error():
+        value = None if message is None or message.error() else message.value()
+        if value is None:
             continue
-        letter = orjson.loads(message.value())
+        letter = orjson.loads(value)
         stats.dead_letters[letter["signal"]] += 1
         first = letter["reasons"][0] if letter["reasons"] else {"expectation": "?"}
         stats.reasons[f"{first['expectation']} {first.get('column') or ''}".strip()] += 1

@@ -48,9 +48,9 @@ class FeastSink:
 
     def rows_to_feast(
         self, rows: Sequence[str | bytes]
-    ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, None]]:
+    ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
         """Signal rows (JSON) as the quadruples Feast's online stores take."""
-        data = []
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]] = []
         for raw in rows:
             row = orjson.loads(raw)
             key = EntityKeyProto(

@@ -47,21 +47,33 @@ def consume_all(
             "group.id": f"usp-reader-{time.time_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            # Brokers finish a new group's join after a share of the session timeout (and
+            # Kafka delays the first rebalance): keep it short so reading starts promptly.
+            "session.timeout.ms": 6000,
         }
     )
-    consumer.subscribe([topic])
+    assigned_at: list[float] = []
+    consumer.subscribe([topic], on_assign=lambda _c, _p: assigned_at.append(time.monotonic()))
     deadline = time.monotonic() + timeout
-    last = time.monotonic()
+    last: float | None = None
     try:
-        while time.monotonic() < deadline and time.monotonic() - last < idle_seconds:
+        while time.monotonic() < deadline:
+            # The idle clock starts once partitions are assigned, not before the join.
+            if last is None and assigned_at:
+                last = assigned_at[0]
+            if last is not None and time.monotonic() - last >= idle_seconds:
+                break
             message = consumer.poll(0.2)
             if message is None:
                 continue
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise RuntimeError(f"reading {topic}: {message.error()}")
+                raise RuntimeError(f"reading {topic}: {error}")
             last = time.monotonic()
-            yield message.value()
+            value = message.value()
+            if value is not None:
+                yield value
     finally:
         consumer.close()
