@@ -119,12 +119,16 @@ class UnsupportedExpectation(ContractError):
         self.source = source
         self.index = index
         self.expectation_type = expectation_type
+        self.reason = reason
         what = reason or "is not supported by per-event contracts"
         super().__init__(
             f"{source}: expectations[{index}] ({expectation_type}) {what}; supported types: "
             f"{', '.join(SUPPORTED_EXPECTATIONS)}. Remove it from the suite or rewrite it with a "
             "supported type."
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.source, self.index, self.expectation_type, self.reason))
 
 
 @dataclass(frozen=True)
