@@ -88,7 +88,7 @@ def create_app(client: SignalClient) -> FastAPI:
                     f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(_SIGNAL_PARAMS)}",
                 )
             user = _user_id(user_id)
-            events = client.recent(
+            events = client.recent_dicts(
                 user,
                 signal,
                 within=_within(params.get("within")),
@@ -99,7 +99,7 @@ def create_app(client: SignalClient) -> FastAPI:
                 "user_id": user,
                 "signal": signal,
                 "count": len(events),
-                "events": [e.to_dict() for e in events],
+                "events": events,
             }
             response = _json(body)
         except ApiError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from usp_feast import devstack
 from usp_feast.definitions import load_definitions
 from usp_feast.spec import SignalSpec
 from usp_feast.store import VersionedStore, connect, now_micros
-from usp_feast.versions import Record, duration_micros, from_micros, to_micros
+from usp_feast.versions import Record, duration_micros, from_micros, iso_micros, to_micros
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -30,6 +30,7 @@ __all__ = [
     "SignalClient",
     "SignalEvent",
     "UnknownSignalError",
+    "record_dict",
 ]
 
 DEFAULT_LIMIT = 50
@@ -68,12 +69,27 @@ class SignalEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ISO-8601 UTC timestamps, fields inline."""
-        return {
-            "event_id": self.event_id,
-            "event_ts": _iso(self.event_time),
-            "processed_at": _iso(self.processed_at),
-            **{k: v for k, v in self.fields.items() if k not in ("event_id", "user_id")},
-        }
+        return record_dict(
+            Record(
+                self.event_id, to_micros(self.event_time), to_micros(self.processed_at), self.fields
+            )
+        )
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    """The JSON-ready form of a stored record (what the HTTP API returns per event)."""
+    body = {
+        "event_id": record.event_id,
+        "event_ts": iso_micros(record.event_ts),
+        "processed_at": iso_micros(record.version),
+    }
+    for key, value in record.fields.items():
+        if key not in _ROW_KEYS:
+            body[key] = value
+    return body
+
+
+_ROW_KEYS = frozenset(("event_id", "user_id"))
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,31 @@ class SignalClient:
             QueryError: A parameter is out of range.
 
         """
+        return [
+            self._event(signal, str(user_id), r)
+            for r in self.records(user_id, signal, within, limit, as_of)
+        ]
+
+    def recent_dicts(
+        self,
+        user_id: int | str,
+        signal: str,
+        within: timedelta | None = None,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`recent`, as JSON-ready dicts (the HTTP API's fast path)."""
+        return [record_dict(r) for r in self.records(user_id, signal, within, limit, as_of)]
+
+    def records(
+        self,
+        user_id: int | str,
+        signal: str,
+        within: timedelta | None = None,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[Record]:
+        """The stored records behind :meth:`recent` (same parameters and checks)."""
         spec = self.spec(signal)
         limit = DEFAULT_LIMIT if limit is None else limit
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
@@ -187,14 +228,13 @@ class SignalClient:
         oldest = now - duration_micros(spec.retention)
         if within is not None:
             oldest = max(oldest, reference - duration_micros(within))
-        records = self.store.recent(
+        return self.store.recent(
             signal,
             str(user_id),
             since=oldest,
             limit=limit,
             as_of=None if as_of is None else reference,
         )
-        return [self._event(signal, str(user_id), r) for r in records]
 
     def ping(self) -> bool:
         """True when the store answers."""
@@ -210,7 +250,3 @@ class SignalClient:
             processed_at=from_micros(record.version),
             fields=record.fields,
         )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -12,6 +12,7 @@ without parsing JSON. Nothing here talks to Redis.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ __all__ = [
     "duration_micros",
     "encode_member",
     "from_micros",
+    "iso_micros",
     "to_micros",
 ]
 
@@ -50,9 +52,19 @@ def duration_micros(value: timedelta) -> int:
 
 def from_micros(micros: int) -> datetime:
     """The UTC datetime of a microsecond epoch timestamp."""
-    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(
-        microsecond=micros % 1_000_000
-    )
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def iso_micros(micros: int) -> str:
+    """ISO-8601 UTC text (``...T17:00:00.123000Z``) of a microsecond epoch timestamp.
+
+    Example:
+        >>> iso_micros(1_795_712_400_123_000)
+        '2026-11-26T17:00:00.123000Z'
+    """
+    seconds, fraction = divmod(micros, 1_000_000)
+    # gmtime + strftime is several times cheaper than building a datetime, on the read path.
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{fraction:06d}Z"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -55,7 +55,7 @@ VALID_EVENTS: dict[str, dict[str, Any]] = {
     },
     "wishlist_add": {
         "event_id": "e-3",
-        "event_ts": "2026-11-26T17:00:00+01:00",
+        "event_ts": "2026-11-26T17:00:00+00:00",
         "user_id": 42,
         "listing_id": 7,
     },
@@ -139,9 +139,9 @@ def test_all_violations_are_reported_in_suite_order() -> None:
         "city is missing",
         "event_id='' has length 0, below the minimum 1",
         "event_ts='2026-11-26 17:00' does not match "
-        r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$",
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)\Z",
         "user_id=0 is below the minimum 1",
-        r"checkin=20261201 does not match ^\d{4}-\d{2}-\d{2}$",
+        r"checkin=20261201 does not match ^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z",
         "guests=20 is above the maximum 16",
     ]
     assert all("\n" not in m for m in messages(found))

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.unit
         ("usp_feast.keys", True),
         ("usp_feast.spec", True),
         ("usp_feast.transforms", True),
+        ("usp_feast.contracts", True),
+        ("usp_feast.pipeline", True),
         # Documents its format in prose; no runnable example yet.
         ("usp_feast.versions", False),
     ],
