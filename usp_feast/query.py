@@ -19,7 +19,7 @@ import yaml
 from usp_feast import devstack
 from usp_feast.definitions import load_definitions
 from usp_feast.spec import SignalSpec
-from usp_feast.store import VersionedStore, connect, now_micros
+from usp_feast.store import AsyncRecentReader, VersionedStore, connect, now_micros
 from usp_feast.versions import Record, duration_micros, from_micros, iso_micros, to_micros
 
 __all__ = [
@@ -133,8 +133,14 @@ class SignalClient:
 
     """
 
-    def __init__(self, store: VersionedStore, signals: Iterable[SignalSpec]) -> None:
+    def __init__(
+        self,
+        store: VersionedStore,
+        signals: Iterable[SignalSpec],
+        async_reader: AsyncRecentReader | None = None,
+    ) -> None:
         self.store = store
+        self.async_reader = async_reader
         self._signals = {spec.name: spec for spec in signals}
 
     @classmethod
@@ -142,9 +148,16 @@ class SignalClient:
         """Build a client from a feature repository's ``feature_store.yaml`` and definitions."""
         repo = Path(path).resolve()
         settings = RepoSettings.read(repo)
-        client = connect(settings.connection_string, cluster=settings.redis_type == "redis_cluster")
+        cluster = settings.redis_type == "redis_cluster"
+        client = connect(settings.connection_string, cluster=cluster)
         store = VersionedStore(client, project=settings.project, prefix=settings.key_prefix)
-        return cls(store, load_definitions(repo, check_imports=False).signals)
+        reader = AsyncRecentReader(
+            settings.connection_string,
+            project=settings.project,
+            prefix=settings.key_prefix,
+            cluster=cluster,
+        )
+        return cls(store, load_definitions(repo, check_imports=False).signals, reader)
 
     @property
     def signals(self) -> list[str]:
@@ -215,6 +228,30 @@ class SignalClient:
         as_of: datetime | None = None,
     ) -> list[Record]:
         """The stored records behind :meth:`recent` (same parameters and checks)."""
+        return self.store.recent(signal, str(user_id), **self._bounds(signal, within, limit, as_of))
+
+    async def recent_dicts_async(
+        self,
+        user_id: int | str,
+        signal: str,
+        within: timedelta | None = None,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`recent_dicts` on an asyncio Redis client (for async servers)."""
+        bounds = self._bounds(signal, within, limit, as_of)
+        if self.async_reader is None:
+            return [record_dict(r) for r in self.store.recent(signal, str(user_id), **bounds)]
+        records = await self.async_reader.recent(signal, str(user_id), **bounds)
+        return [record_dict(r) for r in records]
+
+    def _bounds(
+        self,
+        signal: str,
+        within: timedelta | None,
+        limit: int | None,
+        as_of: datetime | None,
+    ) -> dict[str, Any]:
         spec = self.spec(signal)
         limit = DEFAULT_LIMIT if limit is None else limit
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
@@ -228,13 +265,7 @@ class SignalClient:
         oldest = now - duration_micros(spec.retention)
         if within is not None:
             oldest = max(oldest, reference - duration_micros(within))
-        return self.store.recent(
-            signal,
-            str(user_id),
-            since=oldest,
-            limit=limit,
-            as_of=None if as_of is None else reference,
-        )
+        return {"since": oldest, "limit": limit, "as_of": None if as_of is None else reference}
 
     def ping(self) -> bool:
         """True when the store answers."""

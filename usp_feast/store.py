@@ -15,12 +15,21 @@ from importlib import resources
 from typing import Any, cast
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 
 from usp_feast.keys import signal_key, view_pattern
 from usp_feast.versions import Record, decode_member, duration_micros, encode_member
 
-__all__ = ["MAX_SCAN", "StoreUnavailableError", "VersionedStore", "connect", "now_micros"]
+__all__ = [
+    "MAX_SCAN",
+    "AsyncRecentReader",
+    "StoreUnavailableError",
+    "VersionedStore",
+    "connect",
+    "now_micros",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,61 @@ def connect(url: str, *, cluster: bool = False, **options: Any) -> RedisClient:
     if cluster:
         return RedisCluster.from_url(url, **options)
     return redis.Redis.from_url(url, **options)
+
+
+def _recent_args(since: int | None, until: int | None, limit: int, as_of: int | None) -> list[Any]:
+    return [
+        "+inf" if until is None else until,
+        "-inf" if since is None else since,
+        limit,
+        _LATEST_VERSION if as_of is None else f"{as_of:016d}",
+        MAX_SCAN,
+    ]
+
+
+class AsyncRecentReader:
+    """The history read of :meth:`VersionedStore.recent` on an asyncio Redis client.
+
+    The HTTP API uses it so its event loop serves other requests while Redis answers.
+    """
+
+    def __init__(self, url: str, *, project: str, prefix: str = "usp", cluster: bool = False):
+        if "://" not in url:
+            url = f"redis://{url}"
+        if cluster:
+            self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url)
+        else:
+            self.client = redis.asyncio.Redis.from_url(url)
+        self.project, self.prefix = project, prefix
+        source = resources.files("usp_feast").joinpath("recent.lua").read_text()
+        self._script = self.client.register_script(source)
+
+    async def recent(
+        self,
+        view: str,
+        entity: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 50,
+        as_of: int | None = None,
+    ) -> list[Record]:
+        """Same contract as :meth:`VersionedStore.recent`."""
+        if limit <= 0:
+            return []
+        key = signal_key(self.prefix, self.project, entity, view)
+        try:
+            members = await self._script(keys=[key], args=_recent_args(since, until, limit, as_of))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(f"Redis is not reachable ({exc})") from exc
+        return [decode_member(m) for m in members]
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(await self.client.ping())
+        except redis.RedisError:
+            return False
 
 
 class VersionedStore:
@@ -148,13 +212,7 @@ class VersionedStore:
         """
         if limit <= 0:
             return []
-        args = [
-            "+inf" if until is None else until,
-            "-inf" if since is None else since,
-            limit,
-            _LATEST_VERSION if as_of is None else f"{as_of:016d}",
-            MAX_SCAN,
-        ]
+        args = _recent_args(since, until, limit, as_of)
         members = self._run(self._recent_script, [self.key(view, entity)], args)
         return [decode_member(m) for m in members]
 
