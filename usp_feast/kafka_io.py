@@ -7,11 +7,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from usp_feast.traffic import RawEvent
 
-__all__ = ["consume_all", "produce_events", "producer"]
+__all__ = ["consume_all", "end_offsets", "produce_events", "producer"]
 
 
 def producer(bootstrap: str, **config: Any) -> Producer:
@@ -37,10 +37,34 @@ def produce_events(bootstrap: str, events: Iterable[RawEvent | tuple[str, bytes]
     return count
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition → current end offset of ``topic`` (where a reader starting now begins)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"usp-offsets-{time.time_ns()}"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 def consume_all(
-    bootstrap: str, topic: str, *, idle_seconds: float = 2.0, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    *,
+    idle_seconds: float = 2.0,
+    timeout: float = 60.0,
+    start: dict[int, int] | None = None,
 ) -> Iterator[bytes]:
-    """Every record of ``topic`` from the beginning, until no record came for ``idle_seconds``."""
+    """Records of ``topic`` until none came for ``idle_seconds``.
+
+    From the beginning, or from ``start`` (partition → offset, e.g. :func:`end_offsets` taken
+    earlier) so a reader skips a long history it does not need.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -53,7 +77,11 @@ def consume_all(
         }
     )
     assigned_at: list[float] = []
-    consumer.subscribe([topic], on_assign=lambda _c, _p: assigned_at.append(time.monotonic()))
+    if start is None:
+        consumer.subscribe([topic], on_assign=lambda _c, _p: assigned_at.append(time.monotonic()))
+    else:
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+        assigned_at.append(time.monotonic())
     deadline = time.monotonic() + timeout
     last: float | None = None
     try:

@@ -208,17 +208,6 @@ class SignalClient:
             for r in self.records(user_id, signal, within, limit, as_of)
         ]
 
-    def recent_dicts(
-        self,
-        user_id: int | str,
-        signal: str,
-        within: timedelta | None = None,
-        limit: int | None = None,
-        as_of: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        """Like :meth:`recent`, as JSON-ready dicts (the HTTP API's fast path)."""
-        return [record_dict(r) for r in self.records(user_id, signal, within, limit, as_of)]
-
     def records(
         self,
         user_id: int | str,
@@ -238,7 +227,7 @@ class SignalClient:
         limit: int | None = None,
         as_of: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """:meth:`recent_dicts` on an asyncio Redis client (for async servers)."""
+        """Like :meth:`recent`, as JSON-ready dicts, on an asyncio Redis client (the HTTP API)."""
         bounds = self._bounds(signal, within, limit, as_of)
         if self.async_reader is None:
             return [record_dict(r) for r in self.store.recent(signal, str(user_id), **bounds)]
