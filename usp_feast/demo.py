@@ -189,7 +189,9 @@ def _view(
             for event in client.recent(user, spec.name, within=timedelta(hours=1), limit=4):
                 rows.append((event.event_time, spec.name, event))
         for moment, name, event in sorted(rows, key=lambda r: r[0], reverse=True)[:4]:
-            values = ", ".join(f"{k}={v}" for k, v in event.fields.items() if k != "event_id")
+            values = ", ".join(
+                f"{k}={v}" for k, v in event.fields.items() if k not in ("event_id", "user_id")
+            )
             table.add_row(moment.strftime("%H:%M:%S.%f")[:-3], name, event.event_id, values)
         parts.append(table)
     summary = Table("produced", "dead letters by signal", "top reasons", expand=True)
