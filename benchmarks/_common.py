@@ -14,9 +14,10 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -399,3 +400,29 @@ def load_events(
         "append_ns": append_ns,
         "wall_ns": time.perf_counter_ns() - wall_started,
     }
+
+
+def run_ours_vs_stock(
+    kind: str,
+    args: Any,
+    url: str,
+    client: Any,
+    run: Callable[[Any, str, Any, Path, str, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run ``run`` with a fresh project for each store, then delete every key both wrote."""
+    ours_project, stock_project = unique_project(f"{kind}_ours"), unique_project(f"{kind}_stock")
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
+        try:
+            result.update(run(args, url, client, Path(tmp), ours_project, stock_project))
+        finally:
+            removed_ours = drop_ours(url, ours_project)
+            removed_stock = drop_stock(client, stock_project)
+            log(f"cleanup: {removed_ours} keys (ours), {removed_stock} keys (stock)")
+            result["cleanup"] = {
+                "ours_keys_removed": removed_ours,
+                "stock_keys_removed": removed_stock,
+                "keys_left": count_keys(client, f"usp:{ours_project}:*".encode())
+                + count_keys(client, b"*" + stock_project.encode()),
+            }
+    return result

@@ -18,7 +18,6 @@ import gc
 import math
 import random
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,20 +59,7 @@ def main() -> None:
             "api": "FeatureStore.get_online_features(features, entity_rows=[{'user_id': id}])",
         },
     }
-    ours_project, stock_project = c.unique_project("r_ours"), c.unique_project("r_stock")
-    with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
-        try:
-            result.update(run(args, url, client, Path(tmp), ours_project, stock_project))
-        finally:
-            removed_ours = c.drop_ours(url, ours_project)
-            removed_stock = c.drop_stock(client, stock_project)
-            c.log(f"cleanup: {removed_ours} keys (ours), {removed_stock} keys (stock)")
-            result["cleanup"] = {
-                "ours_keys_removed": removed_ours,
-                "stock_keys_removed": removed_stock,
-                "keys_left": c.count_keys(client, f"usp:{ours_project}:*".encode())
-                + c.count_keys(client, b"*" + stock_project.encode()),
-            }
+    result.update(c.run_ours_vs_stock("r", args, url, client, run))
     c.emit(result)
 
 

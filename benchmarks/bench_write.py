@@ -17,7 +17,6 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,20 +55,7 @@ def main() -> None:
             "api": "FeatureStore.write_to_online_store(view, df)",
         },
     }
-    ours_project, stock_project = c.unique_project("w_ours"), c.unique_project("w_stock")
-    with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
-        try:
-            result.update(run(args, url, client, Path(tmp), ours_project, stock_project))
-        finally:
-            removed_ours = c.drop_ours(url, ours_project)
-            removed_stock = c.drop_stock(client, stock_project)
-            c.log(f"cleanup: {removed_ours} keys (ours), {removed_stock} keys (stock)")
-            result["cleanup"] = {
-                "ours_keys_removed": removed_ours,
-                "stock_keys_removed": removed_stock,
-                "keys_left": c.count_keys(client, f"usp:{ours_project}:*".encode())
-                + c.count_keys(client, b"*" + stock_project.encode()),
-            }
+    result.update(c.run_ours_vs_stock("w", args, url, client, run))
     c.emit(result)
 
 
