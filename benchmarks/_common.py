@@ -426,3 +426,19 @@ def run_ours_vs_stock(
                 + count_keys(client, b"*" + stock_project.encode()),
             }
     return result
+
+
+def time_calls(obj: Any, attribute: str) -> list[int]:
+    """Wrap ``obj.attribute`` so each call's duration (ns) is appended to the returned list."""
+    original = getattr(obj, attribute)
+    spent: list[int] = []
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter_ns()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter_ns() - started)
+
+    setattr(obj, attribute, timed)
+    return spent

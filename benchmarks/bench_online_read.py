@@ -104,7 +104,10 @@ def run(
         user = rng.choice(users)
         for name in stores:
             query(name, user)
-    inside = {name: instrument(fs) for name, fs in stores.items()}
+    inside = {
+        name: c.time_calls(fs._get_provider().online_store, "_read_features_per_fv")
+        for name, fs in stores.items()
+    }
 
     c.log(f"measuring {args.queries} queries per store")
     samples: dict[str, list[int]] = {"ours": [], "stock": []}
@@ -149,23 +152,6 @@ def run(
             "met": all(r is not None and r <= GOAL_RATIO and math.isfinite(r) for r in (p50, p99)),
         },
     }
-
-
-def instrument(fs: Any) -> list[int]:
-    """Record the ns spent inside the online store's read path (the store itself)."""
-    online = fs._get_provider().online_store
-    original = online._read_features_per_fv
-    spent: list[int] = []
-
-    def timed_read(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter_ns()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter_ns() - started)
-
-    online._read_features_per_fv = timed_read
-    return spent
 
 
 if __name__ == "__main__":

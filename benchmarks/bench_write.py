@@ -71,7 +71,10 @@ def run(
     ours_repo = c.write_repo(tmp, ours_project, c.ours_store_config(url))
     stock_repo = c.write_repo(tmp, stock_project, c.stock_store_config(url))
     stores = {"ours": c.apply_repo(ours_repo), "stock": c.apply_repo(stock_repo)}
-    inside = {name: instrument(fs) for name, fs in stores.items()}
+    inside = {
+        name: c.time_calls(fs._get_provider().online_store, "online_write_batch")
+        for name, fs in stores.items()
+    }
 
     rng = random.Random(args.seed)
     users = list(range(1, args.rows + 1))
@@ -147,23 +150,6 @@ def run(
             "met": ratio is not None and ratio >= GOAL_RATIO,
         },
     }
-
-
-def instrument(fs: Any) -> list[int]:
-    """Record the ns spent inside the repo's ``online_write_batch`` (the store itself)."""
-    online = fs._get_provider().online_store
-    original = online.online_write_batch
-    spent: list[int] = []
-
-    def timed_write(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter_ns()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter_ns() - started)
-
-    online.online_write_batch = timed_write
-    return spent
 
 
 if __name__ == "__main__":

@@ -416,16 +416,23 @@ def _numeric_bound(exp: _Expectation, key: str) -> float | None:
     )
 
 
-def _between(exp: _Expectation) -> _Check:
-    name, column = exp.type, exp.column()
-    low, high = _numeric_bound(exp, "min_value"), _numeric_bound(exp, "max_value")
-    strict_min, strict_max = exp.flag("strict_min"), exp.flag("strict_max")
+def _check_bounds(
+    exp: _Expectation, low: float | None, high: float | None, show: Callable[[Any], str]
+) -> None:
+    """Reject a range with no bound, or with its bounds the wrong way round."""
     if low is None and high is None:
         raise exp.error("neither 'min_value' nor 'max_value' is set", "set at least one bound")
     if low is not None and high is not None and low > high:
         raise exp.error(
-            f"'min_value' {_number(low)} is above 'max_value' {_number(high)}", "swap the bounds"
+            f"'min_value' {show(low)} is above 'max_value' {show(high)}", "swap the bounds"
         )
+
+
+def _between(exp: _Expectation) -> _Check:
+    name, column = exp.type, exp.column()
+    low, high = _numeric_bound(exp, "min_value"), _numeric_bound(exp, "max_value")
+    strict_min, strict_max = exp.flag("strict_min"), exp.flag("strict_max")
+    _check_bounds(exp, low, high, _number)
     low_text = "" if low is None else _number(low)
     high_text = "" if high is None else _number(high)
     below = "is not above the exclusive minimum" if strict_min else "is below the minimum"
@@ -481,10 +488,7 @@ def _lengths_between(exp: _Expectation) -> _Check:
     name, column = exp.type, exp.column()
     low, high = _length_bound(exp, "min_value"), _length_bound(exp, "max_value")
     strict_min, strict_max = exp.flag("strict_min"), exp.flag("strict_max")
-    if low is None and high is None:
-        raise exp.error("neither 'min_value' nor 'max_value' is set", "set at least one bound")
-    if low is not None and high is not None and low > high:
-        raise exp.error(f"'min_value' {low} is above 'max_value' {high}", "swap the bounds")
+    _check_bounds(exp, low, high, str)
     below = "not above the exclusive minimum" if strict_min else "below the minimum"
     above = "not below the exclusive maximum" if strict_max else "above the maximum"
 
