@@ -66,6 +66,10 @@ def connect(url: str, *, cluster: bool = False, **options: Any) -> RedisClient:
     return redis.Redis.from_url(url, **options)
 
 
+def _script(name: str) -> str:
+    return resources.files("usp_feast").joinpath(name).read_text()
+
+
 def _recent_args(since: int | None, until: int | None, limit: int, as_of: int | None) -> list[Any]:
     return [
         "+inf" if until is None else until,
@@ -90,8 +94,7 @@ class AsyncRecentReader:
         else:
             self.client = redis.asyncio.Redis.from_url(url)
         self.project, self.prefix = project, prefix
-        source = resources.files("usp_feast").joinpath("recent.lua").read_text()
-        self._script = self.client.register_script(source)
+        self._script = self.client.register_script(_script("recent.lua"))
 
     async def recent(
         self,
@@ -140,9 +143,9 @@ class VersionedStore:
         self.client = client
         self.project = project
         self.prefix = prefix
-        source = resources.files("usp_feast").joinpath("recent.lua").read_text()
         # redis-py types register_script for Redis only; RedisCluster has it too.
-        self._recent_script = cast(Any, client).register_script(source)
+        self._recent_script = cast(Any, client).register_script(_script("recent.lua"))
+        self._append_script = cast(Any, client).register_script(_script("append.lua"))
 
     def key(self, view: str, entity: str) -> str:
         """The sorted-set key of one entity's records of one view."""
@@ -156,7 +159,7 @@ class VersionedStore:
         retention: timedelta | None = None,
         now: int | None = None,
     ) -> int:
-        """Append record versions in one pipelined round trip; never overwrites.
+        """Append record versions in one round trip (a server-side script); never overwrites.
 
         Args:
             view: Feature view (signal) name.
@@ -169,23 +172,35 @@ class VersionedStore:
             The number of records sent.
 
         """
+        grouped: dict[str, list[Any]] = {}
+        for entity, record in rows:
+            pairs = grouped.setdefault(self.key(view, entity), [])
+            pairs += (record.event_ts, encode_member(record))
+        if not grouped:
+            return 0
+        cutoff = expiry = ""
+        if retention is not None:
+            retention_us = duration_micros(retention)
+            cutoff = str((now_micros() if now is None else now) - retention_us)
+            expiry = str(retention_us // 1000 + 1000)
         count = 0
-        touched: set[str] = set()
-        with self.client.pipeline(transaction=False) as pipe:
-            for entity, record in rows:
-                key = self.key(view, entity)
-                pipe.zadd(key, {encode_member(record): record.event_ts})
-                touched.add(key)
-                count += 1
-            if retention is not None and touched:
-                now = now_micros() if now is None else now
-                retention_us = duration_micros(retention)
-                cutoff = now - retention_us
-                for key in touched:
-                    pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
-                    pipe.pexpire(key, retention_us // 1000 + 1000)
-            self._execute(pipe)
+        # One script call per hash slot: on plain Redis that is one call for the whole batch.
+        for keys in self._by_slot(grouped):
+            args: list[Any] = [cutoff, expiry]
+            for key in keys:
+                pairs = grouped[key]
+                args.append(len(pairs) // 2)
+                args += pairs
+            count += self._run(self._append_script, keys, args)
         return count
+
+    def _by_slot(self, grouped: dict[str, list[Any]]) -> list[list[str]]:
+        if not isinstance(self.client, RedisCluster):
+            return [list(grouped)]
+        slots: dict[int, list[str]] = {}
+        for key in grouped:
+            slots.setdefault(self.client.keyslot(key), []).append(key)
+        return list(slots.values())
 
     def recent(
         self,

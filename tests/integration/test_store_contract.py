@@ -140,6 +140,31 @@ def test_recent_is_one_round_trip(store: VersionedStore, monkeypatch: pytest.Mon
     assert calls == [("EVALSHA",)]
 
 
+def test_a_batch_over_many_keys_is_one_round_trip(
+    store: VersionedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append("search", [("1", rec("warm", 0, 0))])  # first call loads the script
+    calls: list[tuple] = []
+    original = store.client.execute_command
+
+    def counting(*args, **kwargs):
+        calls.append(args[:1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "execute_command", counting)
+    batch = [(str(u), rec(f"e{u}-{i}", i, 0)) for u in range(1, 51) for i in range(3)]
+    assert store.append("search", batch, retention=timedelta(days=3650), now=V0) == 150
+    assert calls == [("EVALSHA",)]
+    assert ids(store.recent("search", "50", limit=10)) == ["e50-2", "e50-1", "e50-0"]
+
+
+def test_one_key_with_more_versions_than_one_server_call_takes(store: VersionedStore) -> None:
+    # The append script splits ZADD arguments into chunks (Lua's stack is bounded).
+    batch = [("42", rec(f"e{i}", i, 0)) for i in range(4_500)]
+    assert store.append("search", batch) == 4_500
+    assert len(store.versions("search", "42")) == 4_500
+
+
 def test_drop_view_removes_only_that_view(store: VersionedStore) -> None:
     store.append("search", [("1", rec("a", 0, 0)), ("2", rec("b", 0, 0))])
     store.append("view", [("1", rec("c", 0, 0))])
