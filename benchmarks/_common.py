@@ -407,14 +407,21 @@ def run_ours_vs_stock(
     args: Any,
     url: str,
     client: Any,
-    run: Callable[[Any, str, Any, Path, str, str], dict[str, Any]],
+    run: Callable[[Any, Any, dict[str, Any]], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Run ``run`` with a fresh project for each store, then delete every key both wrote."""
+    """Apply a fresh repo per store, run ``run(args, client, stores)``, delete every key written.
+
+    ``stores`` maps "ours" and "stock" to their applied ``FeatureStore``.
+    """
     ours_project, stock_project = unique_project(f"{kind}_ours"), unique_project(f"{kind}_stock")
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="uspbench-") as tmp:
         try:
-            result.update(run(args, url, client, Path(tmp), ours_project, stock_project))
+            log("building repos (importing feast takes ~10 s)")
+            ours_repo = write_repo(Path(tmp), ours_project, ours_store_config(url))
+            stock_repo = write_repo(Path(tmp), stock_project, stock_store_config(url))
+            stores = {"ours": apply_repo(ours_repo), "stock": apply_repo(stock_repo)}
+            result.update(run(args, client, stores))
         finally:
             removed_ours = drop_ours(url, ours_project)
             removed_stock = drop_stock(client, stock_project)

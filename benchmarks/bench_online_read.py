@@ -20,7 +20,6 @@ import random
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import _common as c
@@ -63,18 +62,7 @@ def main() -> None:
     c.emit(result)
 
 
-def run(
-    args: argparse.Namespace,
-    url: str,
-    raw: Any,
-    tmp: Path,
-    ours_project: str,
-    stock_project: str,
-) -> dict[str, Any]:
-    c.log("building repos (importing feast takes ~10 s)")
-    ours_repo = c.write_repo(tmp, ours_project, c.ours_store_config(url))
-    stock_repo = c.write_repo(tmp, stock_project, c.stock_store_config(url))
-    stores = {"ours": c.apply_repo(ours_repo), "stock": c.apply_repo(stock_repo)}
+def run(args: argparse.Namespace, raw: Any, stores: dict[str, Any]) -> dict[str, Any]:
 
     rng = random.Random(args.seed)
     users = list(range(1, args.users + 1))
