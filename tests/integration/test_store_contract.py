@@ -34,6 +34,19 @@ def ids(records: list[Record]) -> list[str]:
     return [r.event_id for r in records]
 
 
+def count_commands(store: VersionedStore, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """From now on, record the name of every command the store's client sends."""
+    calls: list[tuple] = []
+    original = store.client.execute_command
+
+    def counting(*args, **kwargs):
+        calls.append(args[:1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "execute_command", counting)
+    return calls
+
+
 def test_writes_append_versions_and_never_overwrite(store: VersionedStore, raw_redis) -> None:
     # e1 written at v=0, corrected at v=5: both versions stay in Redis.
     store.append("search", [("42", rec("e1", 0, 0, city="Paris"))])
@@ -128,14 +141,7 @@ def test_all_keys_of_a_user_share_one_cluster_slot(store: VersionedStore) -> Non
 def test_recent_is_one_round_trip(store: VersionedStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.append("search", [("42", rec(f"e{i}", i, v)) for i in range(20) for v in range(3)])
     store.recent("search", "42", limit=5)  # first call loads the script into Redis
-    calls: list[tuple] = []
-    original = store.client.execute_command
-
-    def counting(*args, **kwargs):
-        calls.append(args[:1])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(store.client, "execute_command", counting)
+    calls = count_commands(store, monkeypatch)
     assert len(store.recent("search", "42", limit=5, as_of=V0 + MINUTE)) == 5
     assert calls == [("EVALSHA",)]
 
@@ -144,14 +150,7 @@ def test_a_batch_over_many_keys_is_one_round_trip(
     store: VersionedStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.append("search", [("1", rec("warm", 0, 0))])  # first call loads the script
-    calls: list[tuple] = []
-    original = store.client.execute_command
-
-    def counting(*args, **kwargs):
-        calls.append(args[:1])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(store.client, "execute_command", counting)
+    calls = count_commands(store, monkeypatch)
     batch = [(str(u), rec(f"e{u}-{i}", i, 0)) for u in range(1, 51) for i in range(3)]
     assert store.append("search", batch, retention=timedelta(days=3650), now=V0) == 150
     assert calls == [("EVALSHA",)]
