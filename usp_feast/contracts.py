@@ -492,13 +492,7 @@ def _lengths_between(exp: _Expectation) -> _Check:
     below = "not above the exclusive minimum" if strict_min else "below the minimum"
     above = "not below the exclusive maximum" if strict_max else "above the maximum"
 
-    def check(event: Mapping[str, Any]) -> Violation | None:
-        value = event.get(column)
-        if value is None or (value.__class__ not in _NEVER_NULL and _is_null(value)):
-            return None
-        text = value if value.__class__ is str else _as_text(value)
-        if text is None:
-            return Violation(name, column, f"{column}={_show(value)} is not valid UTF-8 text")
+    def judge(value: Any, text: str) -> Violation | None:
         length = len(text)
         if low is not None and (length <= low if strict_min else length < low):
             return Violation(
@@ -510,7 +504,7 @@ def _lengths_between(exp: _Expectation) -> _Check:
             )
         return None
 
-    return check
+    return _text_check(name, column, judge)
 
 
 def _match_regex(exp: _Expectation) -> _Check:
@@ -525,6 +519,17 @@ def _match_regex(exp: _Expectation) -> _Check:
             f"'regex' {regex!r} is not a valid regular expression ({exc})", "fix the pattern"
         ) from exc
 
+    def judge(value: Any, text: str) -> Violation | None:
+        if search(text) is None:
+            return Violation(name, column, f"{column}={_show(value)} does not match {regex}")
+        return None
+
+    return _text_check(name, column, judge)
+
+
+def _text_check(name: str, column: str, judge: Callable[[Any, str], Violation | None]) -> _Check:
+    """A check on a column's text: nulls pass (GE skips them), bytes that are not UTF-8 fail."""
+
     def check(event: Mapping[str, Any]) -> Violation | None:
         value = event.get(column)
         if value is None or (value.__class__ not in _NEVER_NULL and _is_null(value)):
@@ -532,9 +537,7 @@ def _match_regex(exp: _Expectation) -> _Check:
         text = value if value.__class__ is str else _as_text(value)
         if text is None:
             return Violation(name, column, f"{column}={_show(value)} is not valid UTF-8 text")
-        if search(text) is None:
-            return Violation(name, column, f"{column}={_show(value)} does not match {regex}")
-        return None
+        return judge(value, text)
 
     return check
 
