@@ -5,7 +5,7 @@
 -- then, per key in KEYS order: n, followed by n (score, member) pairs
 local cutoff, ttl = ARGV[1], ARGV[2]
 local chunk = 2000 -- pairs per ZADD call: unpack() must stay within Lua's C stack
-local at, added = 3, 0
+local at, sent = 3, 0
 for k = 1, #KEYS do
   local key, n = KEYS[k], tonumber(ARGV[at])
   at = at + 1
@@ -15,7 +15,7 @@ for k = 1, #KEYS do
     redis.call('ZADD', key, unpack(ARGV, at, stop))
     at = stop + 1
   end
-  added = added + n
+  sent = sent + n
   if cutoff ~= '' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff)
   end
@@ -23,4 +23,4 @@ for k = 1, #KEYS do
     redis.call('PEXPIRE', key, ttl)
   end
 end
-return added
+return sent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from importlib import resources
 from typing import Any, cast
@@ -23,6 +23,7 @@ from usp_feast.keys import signal_key, view_pattern
 from usp_feast.versions import Record, decode_member, duration_micros, encode_member
 
 __all__ = [
+    "MAX_APPEND_ROWS",
     "MAX_SCAN",
     "AsyncRecentReader",
     "StoreUnavailableError",
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Upper bound on members one history read may scan on the server, so a pathological key
 # (thousands of versions of each event) cannot stall Redis.
 MAX_SCAN = 20_000
+# Rows per append script call (one call holds Redis for about a millisecond per 1,000 rows).
+MAX_APPEND_ROWS = 1_000
 _LATEST_VERSION = "9" * 16
 
 RedisClient = redis.Redis | RedisCluster
@@ -159,7 +162,7 @@ class VersionedStore:
         retention: timedelta | None = None,
         now: int | None = None,
     ) -> int:
-        """Append record versions in one round trip (a server-side script); never overwrites.
+        """Append record versions (one script call per 1,000 rows); never overwrites.
 
         Args:
             view: Feature view (signal) name.
@@ -184,15 +187,33 @@ class VersionedStore:
             cutoff = str((now_micros() if now is None else now) - retention_us)
             expiry = str(retention_us // 1000 + 1000)
         count = 0
-        # One script call per hash slot: on plain Redis that is one call for the whole batch.
+        for keys, body in self._append_calls(grouped):
+            count += self._run(self._append_script, keys, [cutoff, expiry, *body])
+        return count
+
+    def _append_calls(self, grouped: dict[str, list[Any]]) -> Iterator[tuple[list[str], list[Any]]]:
+        """Split a batch into script calls: keys of one hash slot, at most MAX_APPEND_ROWS rows.
+
+        A script runs atomically, so the row bound is what keeps reads flowing during bulk
+        writes. Yields each call's keys and its per-key ``n, score, member, ...`` arguments.
+        """
         for keys in self._by_slot(grouped):
-            args: list[Any] = [cutoff, expiry]
+            call_keys: list[str] = []
+            body: list[Any] = []
+            rows = 0
             for key in keys:
                 pairs = grouped[key]
-                args.append(len(pairs) // 2)
-                args += pairs
-            count += self._run(self._append_script, keys, args)
-        return count
+                for start in range(0, len(pairs), 2 * MAX_APPEND_ROWS):
+                    part = pairs[start : start + 2 * MAX_APPEND_ROWS]
+                    if rows and rows + len(part) // 2 > MAX_APPEND_ROWS:
+                        yield call_keys, body
+                        call_keys, body, rows = [], [], 0
+                    call_keys.append(key)
+                    body.append(len(part) // 2)
+                    body += part
+                    rows += len(part) // 2
+            if call_keys:
+                yield call_keys, body
 
     def _by_slot(self, grouped: dict[str, list[Any]]) -> list[list[str]]:
         if not isinstance(self.client, RedisCluster):

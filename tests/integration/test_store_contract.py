@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from usp_feast.store import VersionedStore
+from usp_feast.store import MAX_APPEND_ROWS, VersionedStore
 from usp_feast.versions import Record, collapse_versions
 
 pytestmark = pytest.mark.integration
@@ -157,7 +157,23 @@ def test_a_batch_over_many_keys_is_one_round_trip(
     assert ids(store.recent("search", "50", limit=10)) == ["e50-2", "e50-1", "e50-0"]
 
 
-def test_one_key_with_more_versions_than_one_server_call_takes(store: VersionedStore) -> None:
+def test_big_batches_are_split_so_no_call_holds_redis_long(
+    store: VersionedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append("search", [("1", rec("warm", 0, 0))])
+    calls = count_commands(store, monkeypatch)
+    one_key = [("42", rec(f"e{i}", i, 0)) for i in range(2 * MAX_APPEND_ROWS + 500)]
+    many_keys = [(str(u), rec(f"m{u}", 0, 0)) for u in range(100, 100 + MAX_APPEND_ROWS + 1)]
+    assert store.append("search", one_key + many_keys) == len(one_key) + len(many_keys)
+    # 3.5 times the bound in rows: calls are filled up to the bound, so 4 calls.
+    assert calls == [("EVALSHA",)] * 4
+    assert len(store.versions("search", "42")) == len(one_key)
+    assert ids(store.recent("search", str(100 + MAX_APPEND_ROWS), limit=5)) == [
+        f"m{100 + MAX_APPEND_ROWS}"
+    ]
+
+
+def test_one_key_with_more_versions_than_one_zadd_takes(store: VersionedStore) -> None:
     # The append script splits ZADD arguments into chunks (Lua's stack is bounded).
     batch = [("42", rec(f"e{i}", i, 0)) for i in range(4_500)]
     assert store.append("search", batch) == 4_500
