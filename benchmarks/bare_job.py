@@ -1,8 +1,8 @@
 """Baseline for bench_streaming: a bare PyFlink job, Kafka → Python map → discard.
 
-Same source (raw bytes + metadata via the Kafka table connector), the same thread-mode and
-bundle settings as the signal jobs, and a Python map that only counts; it reports progress to
-a Redis key so the benchmark can time it without a sink.
+Same source (raw bytes + metadata via the Kafka table connector) and the same thread mode and
+buffer timeout as the signal jobs, and a per-record Python map that only counts; it reports
+progress to a Redis key so the benchmark can time it without a sink.
 
     python benchmarks/bare_job.py TOPIC GROUP REDIS_URL PROGRESS_KEY
 """
@@ -43,8 +43,6 @@ def main() -> None:
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
     conf.set_string("python.executable", sys.executable)
-    conf.set_string("python.fn-execution.bundle.time", "5")
-    conf.set_string("python.fn-execution.bundle.size", "1000")
     conf.set_string("execution.buffer-timeout.interval", "5 ms")
     conf.set_string("pipeline.jars", ";".join(p.as_uri() for p in jar_paths()))
     env = StreamExecutionEnvironment.get_execution_environment(conf)

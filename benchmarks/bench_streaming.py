@@ -34,7 +34,7 @@ from _common import emit, log, machine_info, percentiles, ratio
 
 from usp_feast import SignalClient, devstack
 from usp_feast.definitions import load_definitions
-from usp_feast.kafka_io import producer
+from usp_feast.kafka_io import producer, send
 from usp_feast.runner import ensure_topics, job_command, job_environment, write_configs
 from usp_feast.traffic import iso
 
@@ -206,7 +206,7 @@ def main() -> None:
         log(f"producing {events} events to {topic}")
         sender = producer(stack.kafka)
         for i in range(events):
-            sender.produce(topic, search_event(1 + i % USERS, f"t{run}-{i}"))
+            send(sender, topic, search_event(1 + i % USERS, f"t{run}-{i}"))
             if i % 10_000 == 0:
                 sender.poll(0)
         sender.flush(60)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything usp-feast needs on this machine: Java 17 and redis-server (system packages),
-# the .venv with the pinned dependencies, and usp-feast itself in editable mode.
+# Set up everything usp-feast needs on this machine: a Java 17 JDK and redis-server (system
+# packages), the .venv with the pinned dependencies, usp-feast itself in editable mode, the Flink
+# Kafka connector jars, and the project's Flink operators (java/, compiled into a jar).
 #
 # Idempotent: a second run checks and skips, and takes seconds. The dependency install is skipped
 # while .venv/.usp-installed holds the hash of requirements/ and pyproject.toml.
@@ -29,10 +30,19 @@ java_major() {
         || true
 }
 
+javac_major() {
+    # `javac -version` prints e.g. `javac 17.0.15`.
+    command -v javac >/dev/null 2>&1 || return 0
+    javac -version 2>&1 | awk '/^javac/ { split($2, v, "."); print v[1]; exit }' || true
+}
+
 missing=()
 java_version="$(java_major)"
-if ! [[ "$java_version" =~ ^[0-9]+$ ]] || [ "$java_version" -lt 17 ]; then
-    missing+=(openjdk-17-jre-headless)
+javac_version="$(javac_major)"
+# The JDK (not only the JRE): setup compiles the project's Flink operators in java/.
+if ! [[ "$java_version" =~ ^[0-9]+$ ]] || [ "$java_version" -lt 17 ] \
+    || ! [[ "$javac_version" =~ ^[0-9]+$ ]] || [ "$javac_version" -lt 17 ]; then
+    missing+=(openjdk-17-jdk-headless)
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
     missing+=(redis-server)
@@ -133,6 +143,34 @@ with zipfile.ZipFile(wheel) as archive:
         (Path(sys.argv[2]) / name).write_bytes(archive.read(f"pyflink/lib/{name}"))
 PYEOF
     rm -rf "$download"
+fi
+
+# --- (e) the project's Flink operators ---------------------------------------------------------
+# Small Java operators the signal jobs use around their Python step (see usp_feast/flink.py),
+# compiled against the Flink inside the PyFlink wheel. Rebuilt when a source file changes.
+
+OPS_JAR="$JARS_DIR/usp-flink-ops.jar"
+OPS_STAMP="$JARS_DIR/.usp-flink-ops"
+ops_hash="$(find java -name '*.java' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ -f "$OPS_JAR" ] && [ "$(cat "$OPS_STAMP" 2>/dev/null)" = "$ops_hash" ]; then
+    step "flink operators: $OPS_JAR up to date"
+else
+    step "flink operators: compiling java/ into $OPS_JAR"
+    flink_lib="$("$PY" -c 'import pathlib, pyflink; print(pathlib.Path(pyflink.__file__).parent / "lib")')"
+    classes="$(mktemp -d)"
+    find java -name '*.java' -print0 | xargs -0 javac --release 17 -nowarn -cp "$flink_lib/*" -d "$classes" \
+        || die "javac could not compile java/ (see the errors above)."
+    "$PY" - "$classes" "$OPS_JAR" <<'PYEOF' || die "could not write $OPS_JAR."
+import sys, zipfile
+from pathlib import Path
+classes = Path(sys.argv[1])
+with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as jar:
+    jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+    for path in sorted(classes.rglob("*.class")):
+        jar.write(path, path.relative_to(classes).as_posix())
+PYEOF
+    rm -rf "$classes"
+    echo "$ops_hash" > "$OPS_STAMP"
 fi
 
 step "setup done; start the local stack with .venv/bin/usp dev up"

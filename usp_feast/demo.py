@@ -86,13 +86,26 @@ def run_demo(
         thread.start()
     client = SignalClient.from_repo(repo)
     watched = [1, 2, 3]
-    deadline = None if duration is None else time.monotonic() + duration
+    started = time.monotonic()
+    deadline = None if duration is None else started + duration
+    first_signal_after: float | None = None
     try:
         with Live(console=console, refresh_per_second=2) as live:
             while deadline is None or time.monotonic() < deadline:
                 if job.poll() is not None:
                     raise RuntimeError(f"the Flink job exited ({job.returncode}); see {log}")
-                live.update(_view(client, definitions, watched, stats))
+                tables, any_signal = _view(client, definitions, watched, stats)
+                elapsed = time.monotonic() - started
+                if any_signal and first_signal_after is None:
+                    first_signal_after = elapsed
+                if first_signal_after is None:
+                    # JVM start, Feast import and job submission take ~20-30 s on a laptop.
+                    status = f"[yellow]starting the Flink job… {elapsed:.0f} s (usually 20-30 s)"
+                else:
+                    status = (
+                        f"[green]job running; first signal {first_signal_after:.0f} s after start"
+                    )
+                live.update(Group(status, tables))
                 time.sleep(0.5)
     except KeyboardInterrupt:
         pass
@@ -178,8 +191,10 @@ def _count_dead_letters(
 
 def _view(
     client: SignalClient, definitions: Definitions, users: list[int], stats: DemoStats
-) -> Group:
+) -> tuple[Group, bool]:
+    """The watched users' newest signals and the traffic summary; and whether any signal shows."""
     parts = []
+    any_signal = False
     for user in users:
         table = Table(title=f"user {user}: newest signals", title_justify="left", expand=True)
         for column in ("event_ts", "signal", "event_id", "values"):
@@ -188,6 +203,7 @@ def _view(
         for spec in definitions.signals:
             for event in client.recent(user, spec.name, within=timedelta(hours=1), limit=4):
                 rows.append((event.event_time, spec.name, event))
+        any_signal = any_signal or bool(rows)
         for moment, name, event in sorted(rows, key=lambda r: r[0], reverse=True)[:4]:
             values = ", ".join(
                 f"{k}={v}" for k, v in event.fields.items() if k not in ("event_id", "user_id")
@@ -201,4 +217,4 @@ def _view(
         "\n".join(f"{k}: {v}" for k, v in stats.reasons.most_common(4)) or "none yet",
     )
     parts.append(summary)
-    return Group(*parts)
+    return Group(*parts), any_signal

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 from feast import FeatureStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -24,7 +24,7 @@ from usp_feast.codec import from_json_value, oneof_for
 from usp_feast.online_store import VersionedRedisOnlineStore
 from usp_feast.store import StoreUnavailableError
 
-__all__ = ["FeastSink"]
+__all__ = ["FeastSink", "OverlappedWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _MAX_BACKOFF_S = 5.0
 
 
 class FeastSink:
-    """Batch writer of signal rows (JSON) into one feature view's online store."""
+    """Batch writer of signal rows into one feature view's online store."""
 
     def __init__(self, repo: Path, view: str) -> None:
         self.store = FeatureStore(repo_path=str(repo))
@@ -47,12 +47,11 @@ class FeastSink:
         self.join_key = self.view.entity_columns[0].name if self.view.entity_columns else "user_id"
 
     def rows_to_feast(
-        self, rows: Sequence[str | bytes]
+        self, rows: Sequence[Mapping[str, Any]]
     ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
-        """Signal rows (JSON) as the quadruples Feast's online stores take."""
+        """Signal rows as the quadruples Feast's online stores take."""
         data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]] = []
-        for raw in rows:
-            row = orjson.loads(raw)
+        for row in rows:
             key = EntityKeyProto(
                 join_keys=[self.join_key],
                 entity_values=[ValueProto(int64_val=int(row[self.join_key]))],
@@ -62,19 +61,23 @@ class FeastSink:
                 for name, oneof in self.oneofs.items()
                 if name != self.join_key
             }
-            event_ts = datetime.fromisoformat(row["event_ts"].replace("Z", "+00:00"))
+            event_ts = row["event_ts"]
+            if isinstance(event_ts, str):
+                event_ts = datetime.fromisoformat(event_ts.replace("Z", "+00:00"))
             data.append((key, values, event_ts, None))
         return data
 
-    def write(self, rows: Sequence[str | bytes]) -> None:
-        """Write a batch; while the store is unavailable, retry with backoff (never drop)."""
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write a batch of signal rows (as the pipeline makes them, or parsed from JSON).
+
+        While the store is unavailable, retry with backoff: never drop, never crash.
+        """
         online = getattr(self.provider, "online_store", None)
         if isinstance(online, VersionedRedisOnlineStore):
             # The plugin's plain-value path: same records as online_write_batch, no protos.
-            parsed = [orjson.loads(raw) for raw in rows]
 
             def send() -> None:
-                online.append_rows(self.store.config, self.view, self.join_key, parsed)
+                online.append_rows(self.store.config, self.view, self.join_key, rows)
         else:
             data = self.rows_to_feast(rows)
 
@@ -95,3 +98,45 @@ class FeastSink:
     def describe(self) -> dict[str, Any]:
         """What this sink writes to, for logs."""
         return {"view": self.view.name, "project": self.store.config.project}
+
+
+class OverlappedWriter:
+    """Runs one write in the background while the caller prepares the next batch.
+
+    While Redis applies a batch, the caller validates and transforms the next one. At most one
+    write is in flight: :meth:`submit` first waits for the previous write, so writes land in
+    order and a slow or unavailable store slows the caller down (backpressure) instead of
+    queueing without bound. :meth:`settle` waits for the write in flight and re-raises its error;
+    a job calls it before each checkpoint, so a checkpoint never covers an unwritten row.
+
+    Example:
+        >>> written = []
+        >>> writer = OverlappedWriter(written.append)
+        >>> writer.submit([1, 2]); writer.submit([3]); writer.settle()
+        >>> written
+        [[1, 2], [3]]
+    """
+
+    def __init__(self, write: Callable[[Sequence[Any]], None]) -> None:
+        self._write = write
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usp-store-writer")
+        self._in_flight: Future[None] | None = None
+
+    def submit(self, rows: Sequence[Any]) -> None:
+        """Wait for the previous write, then start writing ``rows`` (nothing for no rows)."""
+        self.settle()
+        if rows:
+            self._in_flight = self._pool.submit(self._write, rows)
+
+    def settle(self) -> None:
+        """Wait until everything submitted is written; re-raise a failed write's error."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def close(self) -> None:
+        """Settle, then stop the background thread."""
+        try:
+            self.settle()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -3,15 +3,19 @@
 Per signal, one pipeline::
 
     Kafka (raw bytes + partition/offset/timestamp)
-      → ValidateAndTransform  ── dead letters ──→ Kafka usp.dlq.<signal>
-      → event-time watermarks (bounded out of orderness)
-      ├→ StoreWriter (keyed buffer in Flink state, flushed by size or a short timer)
-      │     → the Feast online store plugin → versioned Redis store
-      └→ Kafka usp.signal.<signal>
+      → MicroBatcher (Java: up to ``batch_max_rows`` records or ``batch_max_delay_ms``)
+      → ProcessBatch (Python: validate, transform, write the rows through Feast to the store)
+      ├→ Unbatcher (Java) → event-time watermarks → Kafka usp.signal.<signal>
+      └→ Unbatcher (Java) → Kafka usp.dlq.<signal>
 
-The store buffer lives in Flink keyed state and its flush timers are checkpointed, so a
-crash between a checkpoint and a flush loses nothing: the restored job flushes what was
-buffered and Kafka replays what came after (the store is idempotent for readers).
+Why batches: in PyFlink every crossing between the JVM and Python costs more than validating
+an event, so records cross in batches of at most a few milliseconds' worth (one call instead of
+hundreds) and each event is still validated and transformed on its own.
+
+Crash safety without state: the MicroBatcher hands its batch on before every checkpoint
+barrier, and ProcessBatch writes synchronously, so when a checkpoint completes every record its
+source offsets cover is in the store. After a crash Kafka replays the rest; the store is
+idempotent for readers.
 """
 
 from __future__ import annotations
@@ -19,40 +23,61 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
-    KeyedProcessFunction,
-    OutputTag,
-    ProcessFunction,
+    DataStream,
+    MapFunction,
     RuntimeContext,
     StreamExecutionEnvironment,
 )
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-from pyflink.datastream.state import ListStateDescriptor
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.jobs import SignalJobConfig
+from usp_feast.versions import to_micros
 
-__all__ = ["JobRuntime", "build_job", "jar_paths", "latest_checkpoint"]
+__all__ = [
+    "RECORD_BATCH",
+    "RESULT_BATCH",
+    "JobRuntime",
+    "build_job",
+    "jar_paths",
+    "latest_checkpoint",
+    "micro_batches",
+    "unbatch",
+]
 
 logger = logging.getLogger(__name__)
 
-DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
-_STORE_BUCKETS = 8
-_JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
+# MicroBatcher output: parallel arrays of (value bytes, partition, offset, broker ms), and
+# whether a checkpoint barrier follows.
+RECORD_BATCH = Types.ROW(
+    [
+        Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE())),
+        Types.PRIMITIVE_ARRAY(Types.INT()),
+        Types.PRIMITIVE_ARRAY(Types.LONG()),
+        Types.PRIMITIVE_ARRAY(Types.LONG()),
+        Types.BOOLEAN(),
+    ]
+)
+# ProcessBatch output: (signal row JSON, event ms per row, dead-letter JSON). Lists, because
+# thread mode hands Python lists to Java as java.util.List whatever the declared type.
+RESULT_BATCH = Types.ROW(
+    [Types.LIST(Types.STRING()), Types.LIST(Types.LONG()), Types.LIST(Types.STRING())]
+)
+_JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar", "usp-flink-ops.jar")
 
 
 def jar_paths() -> list[Path]:
-    """The Kafka connector jars: ``$USP_FLINK_JARS`` or the ones setup extracted into the venv.
+    """The job's jars (Kafka connector, the project's operators): ``$USP_FLINK_JARS`` or the venv's.
 
     Raises:
         FileNotFoundError: Naming the missing jar and the setup step that provides it.
@@ -62,8 +87,8 @@ def jar_paths() -> list[Path]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"Flink Kafka connector jar(s) missing: {', '.join(missing)}; run scripts/setup.sh "
-            "(it extracts them) or set USP_FLINK_JARS to a folder holding them"
+            f"Flink job jar(s) missing: {', '.join(missing)}; run scripts/setup.sh (it extracts "
+            "the Kafka connector and builds java/) or set USP_FLINK_JARS to a folder holding them"
         )
     return paths
 
@@ -94,10 +119,7 @@ def build_job(
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
     conf.set_string("python.executable", sys.executable)
-    conf.set_string("python.fn-execution.bundle.time", str(first.bundle_time_ms))
-    conf.set_string("python.fn-execution.bundle.size", str(first.bundle_size))
     conf.set_string("execution.buffer-timeout.interval", f"{first.buffer_timeout_ms} ms")
-    conf.set_string("pipeline.jars", ";".join(p.as_uri() for p in jar_paths()))
     conf.set_string("execution.checkpointing.dir", runtime.checkpoint_dir.resolve().as_uri())
     conf.set_string(
         "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
@@ -108,7 +130,12 @@ def build_job(
     if restore is not None:
         logger.warning("restoring from checkpoint %s", restore)
         conf.set_string("execution.state-recovery.path", str(restore))
+        # A checkpoint of an older job version may hold state of operators that no longer
+        # exist (the source offsets, which matter, keep their operator): start anyway.
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # add_jars also puts them on this client's class path, where the Java operators are built.
+    env.add_jars(*(p.as_uri() for p in jar_paths()))
     env.set_parallelism(runtime.parallelism)
     env.enable_checkpointing(first.checkpoint_interval_ms)
     t_env = StreamTableEnvironment.create(env)
@@ -145,28 +172,54 @@ def _add_signal(
         )"""
     )
     raw = t_env.to_data_stream(t_env.from_path(table))
-    processed = (
-        raw.process(ValidateAndTransform(config, runtime.repo), output_type=Types.STRING())
-        .name(f"validate+transform {config.signal}")
-        .uid(f"{config.signal}-validate-transform")
+    batches = micro_batches(
+        raw, config.batch_max_rows, config.batch_max_delay_ms, f"batch {config.signal}"
+    ).uid(f"{config.signal}-batch")
+    results = (
+        batches.map(ProcessBatch(config, runtime.repo), output_type=RESULT_BATCH)
+        .name(f"validate+transform+store {config.signal}")
+        .uid(f"{config.signal}-process")
     )
-    timed = processed.assign_timestamps_and_watermarks(
+    signals = unbatch(results, 0, 1, f"signals {config.signal}").uid(f"{config.signal}-signals")
+    # Record timestamps are the events' times (set by the Unbatcher), so the watermark
+    # strategy needs no Python timestamp assigner.
+    signals.assign_timestamps_and_watermarks(
         WatermarkStrategy.for_bounded_out_of_orderness(
             Duration.of_millis(config.watermark_out_of_orderness_ms)
-        ).with_timestamp_assigner(EventTime())
-    ).uid(f"{config.signal}-watermarks")
-    (
-        timed.key_by(_bucket, key_type=Types.INT())
-        .process(StoreWriter(config, runtime.repo), output_type=Types.STRING())
-        .name(f"store {config.signal}")
-        .uid(f"{config.signal}-store")
+        )
+    ).uid(f"{config.signal}-watermarks").sink_to(
+        _kafka_sink(runtime.bootstrap_servers, config.signal_topic)
+    ).name(f"signal topic {config.signal_topic}").uid(f"{config.signal}-signal-sink")
+    dead_letters = unbatch(results, 2, -1, f"dead letters {config.signal}").uid(
+        f"{config.signal}-dead-letters"
     )
-    timed.sink_to(_kafka_sink(runtime.bootstrap_servers, config.signal_topic)).name(
-        f"signal topic {config.signal_topic}"
-    ).uid(f"{config.signal}-signal-sink")
-    processed.get_side_output(DEAD_LETTERS).sink_to(
-        _kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)
-    ).name(f"dead letters {config.dead_letter_topic}").uid(f"{config.signal}-dlq-sink")
+    dead_letters.sink_to(_kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)).name(
+        f"dead letters {config.dead_letter_topic}"
+    ).uid(f"{config.signal}-dlq-sink")
+
+
+def micro_batches(raw: DataStream, max_rows: int, max_delay_ms: int, name: str) -> DataStream:
+    """Kafka rows (value, partition, offset, broker time) → :data:`RECORD_BATCH` rows.
+
+    Uses the project's Java ``MicroBatcher`` (``java/``, built by setup).
+    """
+    operator = get_gateway().jvm.io.uspfeast.flink.MicroBatcher(max_rows, max_delay_ms)
+    return _java_operator(raw, name, RECORD_BATCH, operator)
+
+
+def unbatch(results: DataStream, field: int, timestamp_field: int, name: str) -> DataStream:
+    """One list field of each batch result → single string records.
+
+    A ``timestamp_field`` of -1 leaves the records without timestamps; otherwise that list
+    field holds each record's timestamp (epoch ms). Uses the project's Java ``Unbatcher``.
+    """
+    operator = get_gateway().jvm.io.uspfeast.flink.Unbatcher(field, timestamp_field)
+    return _java_operator(results, name, Types.STRING(), operator)
+
+
+def _java_operator(stream: DataStream, name: str, out_type: Any, operator: Any) -> DataStream:
+    j_stream = stream._j_data_stream.transform(name, out_type.get_java_type_info(), operator)
+    return DataStream(j_stream)
 
 
 def _kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
@@ -185,36 +238,25 @@ def _kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
     )
 
 
-def _bucket(row_json: str) -> int:
-    # Spreads the store buffer over a few keys so parallel subtasks share the work.
-    return zlib.crc32(row_json.encode()) % _STORE_BUCKETS
+class ProcessBatch(MapFunction):
+    """Validates, transforms and stores one batch of records; returns what goes to Kafka.
 
-
-class EventTime(TimestampAssigner):
-    """Reads the event time the processor put first in each row's JSON."""
-
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        """Epoch milliseconds of the row's event time."""
-        import orjson
-
-        from usp_feast.pipeline import parse_event_time
-        from usp_feast.versions import to_micros
-
-        return to_micros(parse_event_time(orjson.loads(value)["event_ts"])) // 1000
-
-
-class ValidateAndTransform(ProcessFunction):
-    """Runs :class:`usp_feast.processing.SignalProcessor`; dead letters go to a side output."""
+    A batch's store write overlaps the processing of the next batch (one write in flight). The
+    batch the MicroBatcher sends before a checkpoint barrier is flagged, and this step waits for
+    every write before returning it: the barrier that follows finds every row stored.
+    """
 
     def __init__(self, config: SignalJobConfig, repo: Path) -> None:
         self.config = config
         self.repo = repo
         self.processor: Any = None
+        self.writer: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        """Load the contract and the transform once per task."""
+        """Load the contract and the transform, and connect to the store, once per task."""
         from usp_feast.contracts import Contract
         from usp_feast.definitions import load_definitions, load_transform, validation_dir
+        from usp_feast.feast_sink import FeastSink, OverlappedWriter
         from usp_feast.pipeline import SignalPipeline
         from usp_feast.processing import SignalProcessor
 
@@ -222,78 +264,33 @@ class ValidateAndTransform(ProcessFunction):
         contract = Contract.load(validation_dir(self.repo) / self.config.suite)
         pipeline = SignalPipeline(spec, load_transform(spec, self.repo))
         self.processor = SignalProcessor(pipeline, contract, self.config.max_event_bytes)
+        self.writer = OverlappedWriter(FeastSink(self.repo, self.config.signal).write)
 
-    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Any:
-        """Yield the row JSON, or the dead letter to the side output."""
-        from usp_feast.processing import Accepted, SourcePosition, row_to_json
+    def close(self) -> None:
+        """Finish the write in flight."""
+        if self.writer is not None:
+            self.writer.close()
 
-        position = SourcePosition(
-            topic=self.config.source_topic,
-            partition=value[1],
-            offset=value[2],
-            timestamp_ms=_epoch_ms(value[3]),
-        )
-        outcome = self.processor.process(bytes(value[0] or b""), position)
-        if outcome is None:
-            return
-        if isinstance(outcome, Accepted):
-            yield row_to_json(outcome.row).decode()
-        else:
-            yield DEAD_LETTERS, outcome.to_json().decode()
+    def map(self, value: Any) -> Row:
+        """One MicroBatcher batch in; (signal JSON, event ms, dead letters) out for Kafka."""
+        from usp_feast.processing import SourcePosition, row_to_json
 
-
-def _epoch_ms(moment: Any) -> int | None:
-    # Process mode hands over a datetime; thread mode a java.time.Instant (via pemja).
-    if moment is None:
-        return None
-    if hasattr(moment, "timestamp"):
-        return int(moment.timestamp() * 1000)
-    try:
-        return int(moment.toEpochMilli())
-    except Exception:  # an unknown representation costs the metric, not the event
-        return None
-
-
-class StoreWriter(KeyedProcessFunction):
-    """Batches rows into Feast online-store writes by size or after ``store_flush_ms``."""
-
-    def __init__(self, config: SignalJobConfig, repo: Path) -> None:
-        self.config = config
-        self.repo = repo
-        self.sink: Any = None
-        self.buffer: Any = None
-        self.pending: dict[int, int] = {}
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        """Connect to the store through the repository's Feast config."""
-        from usp_feast.feast_sink import FeastSink
-
-        self.sink = FeastSink(self.repo, self.config.signal)
-        self.buffer = runtime_context.get_list_state(ListStateDescriptor("rows", Types.STRING()))
-
-    def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Any:
-        """Buffer the row; flush when the batch is full, else make sure a timer is set."""
-        self.buffer.add(value)
-        key = ctx.get_current_key()
-        count = self.pending.get(key, 0) + 1
-        self.pending[key] = count
-        if count >= self.config.store_batch_size:
-            self._flush(key)
-        elif count == 1:
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(
-                timers.current_processing_time() + self.config.store_flush_ms
+        topic = self.config.source_topic
+        values, partitions, offsets, broker_ms, barrier_follows = value
+        outcome = self.processor.process_batch(
+            (
+                bytes(values[i] or b""),
+                SourcePosition(
+                    topic, partitions[i], offsets[i], broker_ms[i] if broker_ms[i] >= 0 else None
+                ),
             )
-        return iter(())
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        """Flush whatever this key buffered (also after a restore from a checkpoint)."""
-        self._flush(ctx.get_current_key())
-        return iter(())
-
-    def _flush(self, key: int) -> None:
-        rows = list(self.buffer.get() or [])
-        if rows:
-            self.sink.write(rows)
-        self.buffer.clear()
-        self.pending[key] = 0
+            for i in range(len(values))
+        )
+        self.writer.submit(outcome.rows)
+        if barrier_follows:
+            self.writer.settle()
+        return Row(
+            [row_to_json(row).decode() for row in outcome.rows],
+            [to_micros(row["event_ts"]) // 1000 for row in outcome.rows],
+            [letter.to_json().decode() for letter in outcome.dead_letters],
+        )

@@ -35,11 +35,9 @@ class SignalJobConfig(BaseModel):
     max_event_bytes: int = 64 * 1024
     watermark_out_of_orderness_ms: int = 5_000
     checkpoint_interval_ms: int = 2_000
-    store_flush_ms: int = 10
-    """How long a validated event may wait to be batched into one store write."""
-    store_batch_size: int = 500
-    bundle_time_ms: int = 5
-    bundle_size: int = 1_000
+    batch_max_delay_ms: int = 10
+    """How long a record may wait to be handed to Python (and the store) with others."""
+    batch_max_rows: int = 500
     buffer_timeout_ms: int = 5
 
 

@@ -11,12 +11,22 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from usp_feast.traffic import RawEvent
 
-__all__ = ["consume_all", "end_offsets", "produce_events", "producer"]
+__all__ = ["consume_all", "end_offsets", "produce_events", "producer", "send"]
 
 
 def producer(bootstrap: str, **config: Any) -> Producer:
     """A producer tuned for low latency (events are sent as they come)."""
     return Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, **config})
+
+
+def send(sender: Producer, topic: str, value: bytes) -> None:
+    """Queue one record; when the client's queue is full, wait for deliveries instead of failing."""
+    while True:
+        try:
+            sender.produce(topic, value)
+            return
+        except BufferError:
+            sender.poll(0.1)
 
 
 def produce_events(bootstrap: str, events: Iterable[RawEvent | tuple[str, bytes]]) -> int:
@@ -25,9 +35,9 @@ def produce_events(bootstrap: str, events: Iterable[RawEvent | tuple[str, bytes]
     count = 0
     for event in events:
         if isinstance(event, RawEvent):
-            sender.produce(event.topic, orjson.dumps(event.payload))
+            send(sender, event.topic, orjson.dumps(event.payload))
         else:
-            sender.produce(event[0], event[1])
+            send(sender, event[0], event[1])
         count += 1
         if count % 10_000 == 0:
             sender.poll(0)

@@ -8,6 +8,7 @@ the backfill call it directly, so every path agrees on what is valid and what a 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,14 @@ from usp_feast.contracts import Contract, Violation
 from usp_feast.pipeline import RejectedEvent, SignalPipeline
 from usp_feast.versions import to_micros
 
-__all__ = ["Accepted", "DeadLetter", "SignalProcessor", "SourcePosition", "row_to_json"]
+__all__ = [
+    "Accepted",
+    "BatchOutcome",
+    "DeadLetter",
+    "SignalProcessor",
+    "SourcePosition",
+    "row_to_json",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,14 @@ class DeadLetter:
         )
 
 
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch of records became, each kept in arrival order."""
+
+    rows: list[dict[str, Any]]
+    dead_letters: list[DeadLetter]
+
+
 def row_to_json(row: dict[str, Any]) -> bytes:
     """A signal row as published on ``usp.signal.<name>`` (event time as ISO-8601 UTC)."""
     return orjson.dumps(row, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
@@ -107,3 +123,15 @@ class SignalProcessor:
             reason = Violation(expectation="transform", column=None, message=exc.reason)
             return DeadLetter(self.signal, position, (reason,), raw)
         return None if row is None else Accepted(row)
+
+    def process_batch(self, records: Iterable[tuple[bytes, SourcePosition]]) -> BatchOutcome:
+        """Each record processed on its own (as :meth:`process`), outcomes split by kind."""
+        rows: list[dict[str, Any]] = []
+        dead_letters: list[DeadLetter] = []
+        for raw, position in records:
+            outcome = self.process(raw, position)
+            if isinstance(outcome, Accepted):
+                rows.append(outcome.row)
+            elif outcome is not None:
+                dead_letters.append(outcome)
+        return BatchOutcome(rows, dead_letters)

@@ -118,11 +118,10 @@ def test_feast_plan_after_apply_is_a_no_op(applied_repo: Path) -> None:
 
 def test_the_streaming_sink_stores_what_a_feast_push_stores(feature_store, applied_repo):
     from usp_feast.feast_sink import FeastSink
-    from usp_feast.processing import row_to_json
 
     at = datetime.now(UTC) - timedelta(minutes=1)
     feature_store.push("search_push", pd.DataFrame([search_row(1005, "same", at, "Oslo")]))
-    FeastSink(applied_repo, "search").write([row_to_json(search_row(1006, "same", at, "Oslo"))])
+    FeastSink(applied_repo, "search").write([search_row(1006, "same", at, "Oslo")])
     client = SignalClient.from_repo(applied_repo)
     (pushed,) = client.store.versions("search", "1005")
     (streamed,) = client.store.versions("search", "1006")

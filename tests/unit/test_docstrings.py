@@ -19,6 +19,9 @@ pytestmark = pytest.mark.unit
         ("usp_feast.transforms", True),
         ("usp_feast.contracts", True),
         ("usp_feast.pipeline", True),
+        ("usp_feast.sessions", True),
+        ("usp_feast.aggregates", True),
+        ("usp_feast.feast_sink", True),
         # Documents its format in prose; no runnable example yet.
         ("usp_feast.versions", False),
     ],

@@ -49,7 +49,7 @@ def test_generate_check_fails_on_a_stale_file_and_generate_fixes_it(tmp_path: Pa
     assert runner.invoke(main, ["generate", "--check", *args]).exit_code == 0
     config = tmp_path / "streaming" / "view.json"
     data = json.loads(config.read_text())
-    data["store_batch_size"] = 1
+    data["batch_max_rows"] = 1
     config.write_text(json.dumps(data))
     stale = runner.invoke(main, ["generate", "--check", *args])
     assert stale.exit_code == 1

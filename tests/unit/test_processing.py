@@ -122,3 +122,18 @@ def test_a_transform_may_drop_an_event(search: SignalProcessor) -> None:
 
     quiet = SignalProcessor(SignalPipeline(search.pipeline.spec, Dropping()), search.contract)
     assert quiet.process(orjson.dumps(event()), AT) is None
+
+
+def test_a_batch_is_each_record_processed_alone_split_by_outcome(search: SignalProcessor) -> None:
+    records = [
+        (orjson.dumps(event(event_id="a")), AT),
+        (b"{broken", SourcePosition("events.search", 0, 42)),
+        (orjson.dumps(event(event_id="b", guests=0)), SourcePosition("events.search", 0, 43)),
+        (orjson.dumps(event(event_id="c")), AT),
+    ]
+    outcome = search.process_batch(records)
+    assert [row["event_id"] for row in outcome.rows] == ["a", "c"]
+    assert [letter.position.offset for letter in outcome.dead_letters] == [42, 43]
+    one_by_one = [search.process(raw, at) for raw, at in records]
+    assert outcome.rows == [o.row for o in one_by_one if isinstance(o, Accepted)]
+    assert outcome.dead_letters == [o for o in one_by_one if isinstance(o, DeadLetter)]
