@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -26,14 +26,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from usp_feast.durations import DurationError, parse_duration
-from usp_feast.query import DEFAULT_LIMIT, MAX_LIMIT, QueryError, SignalClient, UnknownSignalError
+from usp_feast.query import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    LimitExceededError,
+    QueryError,
+    SignalClient,
+    UnknownSignalError,
+)
 from usp_feast.store import StoreUnavailableError
 
 __all__ = ["ApiError", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
-_SIGNAL_PARAMS = ("within", "limit", "as_of")
+_SIGNAL_PARAMS = ("within", "limit", "as_of", "where", "fields", "order")
+_AGGREGATE_PARAMS = ("signals", "agg", "within", "where", "as_of")
+_SESSION_PARAMS = ("signals", "gap", "within", "max_length", "as_of")
 
 
 class ApiError(Exception):
@@ -54,8 +63,11 @@ def create_app(client: SignalClient) -> FastAPI:
 
     Example:
         >>> app = create_app(SignalClient.from_repo(repo_path))
-        >>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))
-        ['/v1/users/{user_id}/signals/{signal}']
+        >>> for path in sorted(r.path for r in app.routes if r.path.startswith("/v1")):
+        ...     print(path)
+        /v1/users/{user_id}/aggregates
+        /v1/users/{user_id}/sessions
+        /v1/users/{user_id}/signals/{signal}
 
     """
     app = FastAPI(title="usp-feast query API", version="1", docs_url="/docs", redoc_url=None)
@@ -75,39 +87,27 @@ def create_app(client: SignalClient) -> FastAPI:
         requests.labels(route, str(status)).inc()
         latency.labels(route).observe(time.perf_counter() - started)
 
-    async def recent_signals(request: Request) -> Response:
-        # A plain Starlette endpoint: it parses its own parameters (for one-line 4xx reasons),
-        # so FastAPI's per-request dependency solving would be pure overhead on the hot path.
+    async def answer(
+        request: Request, route: str, allowed: tuple[str, ...], compute: Any
+    ) -> Response:
+        # Plain Starlette endpoints: they parse their own parameters (for one-line 4xx
+        # reasons), so FastAPI's per-request dependency solving would be pure overhead.
         started = time.perf_counter()
-        user_id, signal = request.path_params["user_id"], request.path_params["signal"]
-        route = "signals"
         try:
             params = request.query_params
-            unknown = sorted(set(params) - set(_SIGNAL_PARAMS))
+            unknown = sorted(set(params) - set(allowed))
             if unknown:
                 raise ApiError(
-                    400,
-                    f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(_SIGNAL_PARAMS)}",
+                    400, f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(allowed)}"
                 )
-            user = _user_id(user_id)
-            events = await client.recent_dicts_async(
-                user,
-                signal,
-                within=_within(params.get("within")),
-                limit=_limit(params.get("limit")),
-                as_of=_as_of(params.get("as_of")),
-            )
-            body = {
-                "user_id": user,
-                "signal": signal,
-                "count": len(events),
-                "events": events,
-            }
-            response = _json(body)
+            user = _user_id(request.path_params["user_id"])
+            response = _json({"user_id": user, **await compute(user, params)})
         except ApiError as exc:
             response = _json({"detail": exc.detail}, exc.status)
         except UnknownSignalError as exc:
             response = _json({"detail": str(exc)}, 404)
+        except LimitExceededError as exc:
+            response = _json({"detail": str(exc)}, 422)
         except QueryError as exc:
             response = _json({"detail": str(exc)}, 400)
         except StoreUnavailableError as exc:
@@ -116,9 +116,74 @@ def create_app(client: SignalClient) -> FastAPI:
         observe(route, response.status_code, started)
         return response
 
+    async def recent_signals(request: Request) -> Response:
+        signal = request.path_params["signal"]
+
+        async def compute(user: int, params: Any) -> dict[str, Any]:
+            events = await client.recent_dicts_async(
+                user,
+                signal,
+                within=_within(params.get("within")),
+                limit=_limit(params.get("limit")),
+                as_of=_as_of(params.get("as_of")),
+                where=params.get("where"),
+                fields=_names(params.get("fields"), "fields"),
+                order=params.get("order", "newest"),
+            )
+            return {"signal": signal, "count": len(events), "events": events}
+
+        return await answer(request, "signals", _SIGNAL_PARAMS, compute)
+
+    async def aggregates(request: Request) -> Response:
+        async def compute(user: int, params: Any) -> dict[str, Any]:
+            signals = _names(params.get("signals"), "signals") or []
+            aggs = params.getlist("agg")
+            if not aggs:
+                raise ApiError(400, "name at least one aggregate: agg=count, agg=top_k:city:3, ...")
+            within = _within(params.get("within"))
+            if within is None:
+                raise ApiError(400, "within is required, e.g. within=1h")
+            values = client.aggregate(
+                user,
+                signals,
+                aggs,
+                within,
+                where=params.get("where"),
+                as_of=_as_of(params.get("as_of")),
+            )
+            return {"signals": signals, "within": params["within"], "aggregates": values}
+
+        return await answer(request, "aggregates", _AGGREGATE_PARAMS, compute)
+
+    async def sessions(request: Request) -> Response:
+        async def compute(user: int, params: Any) -> dict[str, Any]:
+            signals = _names(params.get("signals"), "signals") or []
+            gap = _within(params.get("gap"), "gap")
+            if gap is None:
+                raise ApiError(400, "gap is required, e.g. gap=30m")
+            found = client.sessions(
+                user,
+                signals,
+                gap,
+                _within(params.get("within")) or timedelta(hours=24),
+                max_length=_within(params.get("max_length"), "max_length"),
+                as_of=_as_of(params.get("as_of")),
+            )
+            return {
+                "signals": signals,
+                "count": len(found),
+                "sessions": [session.to_dict() for session in found],
+            }
+
+        return await answer(request, "sessions", _SESSION_PARAMS, compute)
+
     app.router.add_route(
         "/v1/users/{user_id}/signals/{signal}", recent_signals, methods=["GET"], name="signals"
     )
+    app.router.add_route(
+        "/v1/users/{user_id}/aggregates", aggregates, methods=["GET"], name="aggregates"
+    )
+    app.router.add_route("/v1/users/{user_id}/sessions", sessions, methods=["GET"], name="sessions")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -167,13 +232,22 @@ def _user_id(text: str) -> int:
     return value
 
 
-def _within(text: str | None) -> Any:
+def _within(text: str | None, name: str = "within") -> Any:
     if text is None:
         return None
     try:
         return parse_duration(text)
     except DurationError as exc:
-        raise ApiError(400, f"within: {exc}") from None
+        raise ApiError(400, f"{name}: {exc}") from None
+
+
+def _names(text: str | None, name: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ApiError(400, f"{name} must be a comma-separated list of names, got {text!r}")
+    return names
 
 
 def _limit(text: str | None) -> int:

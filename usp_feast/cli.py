@@ -176,6 +176,11 @@ def dev_status(as_json: bool) -> None:
 @click.option("--within", help="Only events this recent, e.g. 10m, 2h, 7d.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Maximum events.")
 @click.option("--as-of", "as_of", help="Processing time to read as of, ISO-8601 with zone.")
+@click.option("--where", help="Filter on fields, e.g. 'city == \"Paris\" and guests >= 2'.")
+@click.option("--fields", help="Only these fields, comma-separated.")
+@click.option(
+    "--order", type=click.Choice(["newest", "oldest"]), default="newest", show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @REPO_OPTION
 def query(
@@ -184,10 +189,13 @@ def query(
     within: str | None,
     limit: int,
     as_of: str | None,
+    where: str | None,
+    fields: str | None,
+    order: str,
     as_json: bool,
     repo: Path,
 ) -> None:
-    """Print USER_ID's recent SIGNAL events, newest first."""
+    """Print USER_ID's recent SIGNAL events, newest first (or filtered, projected, oldest first)."""
     from usp_feast.query import QueryError, SignalClient
     from usp_feast.store import StoreUnavailableError
 
@@ -195,7 +203,17 @@ def query(
         window = parse_duration(within) if within else None
         moment = datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
         client = SignalClient.from_repo(repo)
-        events = client.recent(user_id, signal, within=window, limit=limit, as_of=moment)
+        keep = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        events = client.recent(
+            user_id,
+            signal,
+            within=window,
+            limit=limit,
+            as_of=moment,
+            where=where,
+            fields=keep,
+            order=order,
+        )
     except (DurationError, QueryError, StoreUnavailableError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # as_of that is not ISO-8601
@@ -209,7 +227,8 @@ def query(
 
     spec = client.spec(signal)
     table = Table(title=f"user {user_id} · {signal} · {len(events)} events", title_justify="left")
-    columns = ["event_ts", "processed_at", "event_id", *spec.fields]
+    shown = [f for f in spec.fields if keep is None or f in keep]
+    columns = ["event_ts", "processed_at", "event_id", *shown]
     for column in columns:
         table.add_column(column)
     for event in events:

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from feast import Entity, Field, FileSource, PushSource, StreamFeatureView, ValueType
-from feast.types import Bool, FeastType, Float64, Int64, String, UnixTimestamp
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.types import Array, Bool, FeastType, Float64, Int64, String, UnixTimestamp
 
+from usp_feast.aggregates import AggregateSpec
 from usp_feast.definitions import Definitions, load_definitions
 from usp_feast.durations import format_duration
 from usp_feast.online_store import RETENTION_TAG
+from usp_feast.query_features import StoreAddress, history_function, history_source
 from usp_feast.spec import SignalSpec
 
 # Feast warns that every StreamFeatureView is alpha, on each construction and registry load,
@@ -26,7 +30,15 @@ warnings.filterwarnings(
     "ignore", message="Stream feature views are experimental", category=RuntimeWarning
 )
 
-__all__ = ["USER", "FeastObjects", "compile_definitions", "repo_objects", "signal_view"]
+__all__ = [
+    "USER",
+    "FeastObjects",
+    "compile_definitions",
+    "history_view",
+    "repo_objects",
+    "signal_view",
+    "store_address",
+]
 
 USER = Entity(
     name="user",
@@ -51,11 +63,12 @@ class FeastObjects:
     entities: tuple[Entity, ...]
     sources: tuple[Any, ...]
     views: tuple[StreamFeatureView, ...]
+    on_demand_views: tuple[OnDemandFeatureView, ...] = ()
 
     def by_name(self) -> dict[str, Any]:
         """Objects keyed by their Feast name, for a repository module's globals."""
         named: dict[str, Any] = {}
-        for obj in (*self.entities, *self.sources, *self.views):
+        for obj in (*self.entities, *self.sources, *self.views, *self.on_demand_views):
             named[obj.name] = obj
         return named
 
@@ -116,15 +129,69 @@ def signal_view(spec: SignalSpec) -> tuple[Any, Any, SignalView]:
     return view.batch_source, view.stream_source, view
 
 
-def compile_definitions(definitions: Definitions) -> FeastObjects:
-    """Compile every definition; output order follows definition names (deterministic)."""
+def _feature_type(aggregate: AggregateSpec, field_type: str | None) -> FeastType:
+    if aggregate.kind in ("count", "count_distinct"):
+        return Int64
+    if aggregate.kind == "top_k":
+        return Array(FEAST_TYPES[field_type or "string"])
+    if aggregate.kind == "avg" or field_type == "float":
+        return Float64
+    return Int64
+
+
+def history_view(
+    spec: SignalSpec, view: StreamFeatureView, address: StoreAddress
+) -> OnDemandFeatureView:
+    """The on-demand feature view serving a signal's ``query_features`` from its history.
+
+    Its source is the signal's own view (``event_id`` only), which brings the requested users'
+    ``user_id`` to the function; see :mod:`usp_feast.query_features`.
+    """
+    schema = []
+    for name, feature in sorted(spec.query_features.items()):
+        aggregate = AggregateSpec.parse(feature.aggregate)
+        field_type = spec.fields.get(aggregate.field or "")
+        schema.append(Field(name=name, dtype=_feature_type(aggregate, field_type)))
+    described = ", ".join(
+        f"{name} = {f.aggregate} within {format_duration(f.within)}"
+        + (f" where {f.where}" if f.where else "")
+        for name, f in sorted(spec.query_features.items())
+    )
+    return OnDemandFeatureView(
+        name=spec.history_view,
+        sources=[view[["event_id"]]],
+        schema=schema,
+        feature_transformation=None,
+        udf=history_function(spec, address),
+        udf_string=history_source(spec, address),
+        mode="python",
+        description=f"Computed from {spec.name}'s history at request time: {described}",
+        owner=spec.owner,
+        tags={"usp.kind": "query_features", "usp.signal": spec.name},
+    )
+
+
+def compile_definitions(
+    definitions: Definitions, address: StoreAddress | None = None
+) -> FeastObjects:
+    """Compile every definition; output order follows definition names (deterministic).
+
+    ``address`` (the repository's store) is needed only by signals with ``query_features``.
+    """
     sources: list[Any] = []
     views: list[StreamFeatureView] = []
+    history: list[OnDemandFeatureView] = []
     for spec in sorted(definitions.signals, key=lambda s: s.name):
         offline, push, view = signal_view(spec)
         sources += [offline, push]
         views.append(view)
-    return FeastObjects(entities=(USER,), sources=tuple(sources), views=tuple(views))
+        if spec.query_features:
+            if address is None:
+                raise ValueError(f"signal {spec.name} has query_features: pass the store address")
+            history.append(history_view(spec, view, address))
+    return FeastObjects(
+        entities=(USER,), sources=tuple(sources), views=tuple(views), on_demand_views=tuple(history)
+    )
 
 
 def repo_objects(repo: Path | str) -> dict[str, Any]:
@@ -135,4 +202,16 @@ def repo_objects(repo: Path | str) -> dict[str, Any]:
 
         globals().update(repo_objects(Path(__file__).parent))
     """
-    return compile_definitions(load_definitions(repo)).by_name()
+    return compile_definitions(load_definitions(repo), store_address(Path(repo))).by_name()
+
+
+def store_address(repo: Path) -> StoreAddress:
+    """The versioned store of a repository as written in its ``feature_store.yaml``."""
+    config = yaml.safe_load((repo / "feature_store.yaml").read_text()) or {}
+    online = config.get("online_store") or {}
+    return StoreAddress(
+        project=str(config.get("project")),
+        connection_string=online.get("connection_string"),
+        redis_type=online.get("redis_type", "redis"),
+        key_prefix=online.get("key_prefix", "usp"),
+    )

@@ -8,7 +8,7 @@ repository's definitions.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,14 +17,28 @@ from typing import Any
 import yaml
 
 from usp_feast import devstack
+from usp_feast.aggregates import AggregateError, AggregateSpec, aggregate_all
 from usp_feast.definitions import load_definitions
+from usp_feast.filters import Filter, FilterError, parse_filter
+from usp_feast.limits import MAX_SIGNALS_MERGED, MAX_WINDOW, MAX_WINDOW_EVENTS
+from usp_feast.sessions import Session, SessionEvent, SessionSpec, sessionize
 from usp_feast.spec import SignalSpec
-from usp_feast.store import AsyncRecentReader, VersionedStore, connect, now_micros
+from usp_feast.store import (
+    AsyncRecentReader,
+    ScanLimitError,
+    VersionedStore,
+    connect,
+    now_micros,
+)
 from usp_feast.versions import Record, duration_micros, from_micros, iso_micros, to_micros
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
+    "MAX_SIGNALS_MERGED",
+    "MAX_WINDOW",
+    "MAX_WINDOW_EVENTS",
+    "LimitExceededError",
     "QueryError",
     "RepoSettings",
     "SignalClient",
@@ -44,6 +58,10 @@ class QueryError(ValueError):
 
 class UnknownSignalError(QueryError, LookupError):
     """The repository defines no signal of that name."""
+
+
+class LimitExceededError(QueryError):
+    """A query past one of the documented bounds (window, events read, signals merged)."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +94,18 @@ class SignalEvent:
         )
 
 
-def record_dict(record: Record) -> dict[str, Any]:
-    """The JSON-ready form of a stored record (what the HTTP API returns per event)."""
+def record_dict(record: Record, keep: frozenset[str] | None = None) -> dict[str, Any]:
+    """The JSON-ready form of a stored record (what the HTTP API returns per event).
+
+    ``keep`` limits the fields returned (``event_id`` and the times always come).
+    """
     body = {
         "event_id": record.event_id,
         "event_ts": iso_micros(record.event_ts),
         "processed_at": iso_micros(record.version),
     }
     for key, value in record.fields.items():
-        if key not in _ROW_KEYS:
+        if key not in _ROW_KEYS and (keep is None or key in keep):
             body[key] = value
     return body
 
@@ -184,11 +205,16 @@ class SignalClient:
         within: timedelta | None = None,
         limit: int | None = None,
         as_of: datetime | None = None,
+        *,
+        where: str | Filter | None = None,
+        fields: Sequence[str] | None = None,
+        order: str = "newest",
     ) -> list[SignalEvent]:
         """A user's events of one signal, newest first, one entry per event id.
 
         Replays and corrections add versions; each event appears once, at its newest version
-        known at ``as_of`` (default: now). One Redis round trip.
+        known at ``as_of`` (default: now). One Redis round trip, filter included: a filtered
+        page still holds ``limit`` events when that many match.
 
         Args:
             user_id: The user.
@@ -197,15 +223,23 @@ class SignalClient:
                 time (``as_of``, or now). Default: the signal's retention.
             limit: Maximum events returned (default 50, at most ``MAX_LIMIT``).
             as_of: Timezone-aware processing time: return what was known then.
+            where: A filter on the signal's fields, e.g. ``'city == "Paris" and guests >= 2'``
+                (see :mod:`usp_feast.filters`), evaluated inside Redis.
+            fields: Return only these fields (``event_id`` and the times always come).
+            order: ``"newest"`` (default) or ``"oldest"`` events of the window first.
 
         Raises:
             UnknownSignalError: The signal is not defined.
-            QueryError: A parameter is out of range.
+            QueryError: A parameter is out of range, or the filter or projection does not fit
+                the signal's schema (the message names the field and why).
+            LimitExceededError: The read hit ``store.MAX_SCAN`` before the page filled.
 
         """
+        spec = self.spec(signal)
+        keep = self._projection(spec, fields)
         return [
-            self._event(signal, str(user_id), r)
-            for r in self.records(user_id, signal, within, limit, as_of)
+            self._event(signal, str(user_id), r, keep)
+            for r in self.records(user_id, signal, within, limit, as_of, where=where, order=order)
         ]
 
     def records(
@@ -215,9 +249,16 @@ class SignalClient:
         within: timedelta | None = None,
         limit: int | None = None,
         as_of: datetime | None = None,
+        *,
+        where: str | Filter | None = None,
+        order: str = "newest",
     ) -> list[Record]:
         """The stored records behind :meth:`recent` (same parameters and checks)."""
-        return self.store.recent(signal, str(user_id), **self._bounds(signal, within, limit, as_of))
+        bounds = self._bounds(signal, within, limit, as_of, where, order)
+        try:
+            return self.store.recent(signal, str(user_id), **bounds)
+        except ScanLimitError as exc:
+            raise LimitExceededError(str(exc)) from None
 
     async def recent_dicts_async(
         self,
@@ -226,13 +267,160 @@ class SignalClient:
         within: timedelta | None = None,
         limit: int | None = None,
         as_of: datetime | None = None,
+        *,
+        where: str | Filter | None = None,
+        fields: Sequence[str] | None = None,
+        order: str = "newest",
     ) -> list[dict[str, Any]]:
         """Like :meth:`recent`, as JSON-ready dicts, on an asyncio Redis client (the HTTP API)."""
-        bounds = self._bounds(signal, within, limit, as_of)
-        if self.async_reader is None:
-            return [record_dict(r) for r in self.store.recent(signal, str(user_id), **bounds)]
-        records = await self.async_reader.recent(signal, str(user_id), **bounds)
-        return [record_dict(r) for r in records]
+        keep = self._projection(self.spec(signal), fields)
+        bounds = self._bounds(signal, within, limit, as_of, where, order)
+        try:
+            if self.async_reader is None:
+                records = self.store.recent(signal, str(user_id), **bounds)
+            else:
+                records = await self.async_reader.recent(signal, str(user_id), **bounds)
+        except ScanLimitError as exc:
+            raise LimitExceededError(str(exc)) from None
+        return [record_dict(r, keep) for r in records]
+
+    def aggregate(
+        self,
+        user_id: int | str,
+        signals: str | Sequence[str],
+        aggregates: Sequence[str | AggregateSpec],
+        within: timedelta,
+        *,
+        where: str | Filter | None = None,
+        as_of: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Aggregate a user's events of one or several signals over a window, at query time.
+
+        Example: ``client.aggregate(42, "search", ["count", "count_distinct:city"],
+        within=timedelta(hours=1))`` → ``{"count": 7, "count_distinct_city": 3}``.
+
+        Args:
+            user_id: The user.
+            signals: One signal name, or several whose events are merged.
+            aggregates: ``count``, ``count_distinct:F``, ``top_k:F:K``, ``min:F``, ``max:F``,
+                ``avg:F``, ``sum:F`` (see :mod:`usp_feast.aggregates`), as text or specs.
+            within: The window before now (or ``as_of``); at most ``MAX_WINDOW``.
+            where: A filter applied to every signal's events (its fields must exist in each).
+            as_of: Timezone-aware processing time: aggregate what was known then.
+
+        Raises:
+            QueryError: An aggregate or filter does not fit every signal's schema.
+            LimitExceededError: Past ``MAX_WINDOW``, ``MAX_WINDOW_EVENTS`` per signal or
+                ``MAX_SIGNALS_MERGED``.
+
+        """
+        names = self._signal_list(signals)
+        try:
+            specs = [
+                a if isinstance(a, AggregateSpec) else AggregateSpec.parse(a) for a in aggregates
+            ]
+            if not specs:
+                raise AggregateError("name at least one aggregate, e.g. count")
+            for name in names:
+                for spec in specs:
+                    spec.check(_field_types(self.spec(name)))
+        except AggregateError as exc:
+            raise QueryError(str(exc)) from None
+        rows = [r.fields for _, r in self._window(user_id, names, within, as_of, where)]
+        try:
+            return aggregate_all(specs, rows)
+        except AggregateError as exc:
+            raise QueryError(str(exc)) from None
+
+    def sessions(
+        self,
+        user_id: int | str,
+        signals: str | Sequence[str],
+        gap: timedelta,
+        within: timedelta = timedelta(hours=24),
+        *,
+        max_length: timedelta | None = None,
+        as_of: datetime | None = None,
+    ) -> list[Session]:
+        """A user's recent activity cut into sessions by an inactivity gap, newest first.
+
+        Events of all ``signals`` are merged by event time; two events ``gap`` or more apart
+        are in different sessions (the rules of :mod:`usp_feast.sessions`, shared with the
+        streaming session jobs). A session cut by the window's start is reported from its
+        first event inside the window.
+
+        Raises:
+            QueryError: A bad gap or max_length.
+            LimitExceededError: Past ``MAX_WINDOW``, ``MAX_WINDOW_EVENTS`` per signal or
+                ``MAX_SIGNALS_MERGED``.
+
+        """
+        names = self._signal_list(signals)
+        try:
+            spec = SessionSpec(gap=gap, max_length=max_length)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        events = [
+            SessionEvent(from_micros(r.event_ts), name, r.event_id, r.fields)
+            for name, r in self._window(user_id, names, within, as_of, None)
+        ]
+        return sessionize(events, spec)
+
+    def _signal_list(self, signals: str | Sequence[str]) -> list[str]:
+        names = [signals] if isinstance(signals, str) else list(dict.fromkeys(signals))
+        if not names:
+            raise QueryError("name at least one signal")
+        if len(names) > MAX_SIGNALS_MERGED:
+            raise LimitExceededError(
+                f"{len(names)} signals requested; at most {MAX_SIGNALS_MERGED} "
+                "(MAX_SIGNALS_MERGED) can be merged in one query"
+            )
+        for name in names:
+            self.spec(name)
+        return names
+
+    def _window(
+        self,
+        user_id: int | str,
+        names: Sequence[str],
+        within: timedelta,
+        as_of: datetime | None,
+        where: str | Filter | None,
+    ) -> list[tuple[str, Record]]:
+        """Every event of the window per signal, bounded by ``MAX_WINDOW_EVENTS`` each."""
+        if not isinstance(within, timedelta) or within > MAX_WINDOW:
+            raise LimitExceededError(
+                f"within={within} is longer than the {MAX_WINDOW.days}-day maximum (MAX_WINDOW) "
+                "of query-time computation"
+            )
+        out: list[tuple[str, Record]] = []
+        for name in names:
+            bounds = self._bounds(name, within, 1, as_of, where, "newest")
+            # One more than the bound: if it comes back, the window holds too many events.
+            bounds["limit"] = MAX_WINDOW_EVENTS + 1
+            try:
+                records = self.store.recent(name, str(user_id), **bounds)
+            except ScanLimitError as exc:
+                raise LimitExceededError(str(exc)) from None
+            if len(records) > MAX_WINDOW_EVENTS:
+                raise LimitExceededError(
+                    f"the {within} window holds more than {MAX_WINDOW_EVENTS:,} {name} events "
+                    "(MAX_WINDOW_EVENTS); narrow `within`"
+                )
+            out += [(name, r) for r in records]
+        return out
+
+    @staticmethod
+    def _projection(spec: SignalSpec, fields: Sequence[str] | None) -> frozenset[str] | None:
+        if fields is None:
+            return None
+        if isinstance(fields, str):
+            fields = [f for f in fields.split(",") if f]
+        unknown = [f for f in fields if f not in spec.fields and f != "event_id"]
+        if unknown:
+            known = ", ".join(sorted(spec.fields))
+            raise QueryError(f"unknown field {unknown[0]!r} in fields; {spec.name} has: {known}")
+        return frozenset(fields)
 
     def _bounds(
         self,
@@ -240,6 +428,8 @@ class SignalClient:
         within: timedelta | None,
         limit: int | None,
         as_of: datetime | None,
+        where: str | Filter | None = None,
+        order: str = "newest",
     ) -> dict[str, Any]:
         spec = self.spec(signal)
         limit = DEFAULT_LIMIT if limit is None else limit
@@ -249,24 +439,48 @@ class SignalClient:
             raise QueryError(f"within must be a positive duration, got {within}")
         if as_of is not None and as_of.tzinfo is None:
             raise QueryError("as_of must be timezone-aware (UTC), got a naive datetime")
+        if order not in ("newest", "oldest"):
+            raise QueryError(f"order must be 'newest' or 'oldest', got {order!r}")
+        try:
+            where = parse_filter(where) if isinstance(where, str) else where
+            if where is not None:
+                where.check(_field_types(spec))
+        except FilterError as exc:
+            raise QueryError(str(exc)) from None
         now = now_micros()
         reference = now if as_of is None else to_micros(as_of)
         oldest = now - duration_micros(spec.retention)
         if within is not None:
             oldest = max(oldest, reference - duration_micros(within))
-        return {"since": oldest, "limit": limit, "as_of": None if as_of is None else reference}
+        return {
+            "since": oldest,
+            "limit": limit,
+            "as_of": None if as_of is None else reference,
+            "where": where,
+            "oldest_first": order == "oldest",
+        }
 
     def ping(self) -> bool:
         """True when the store answers."""
         return self.store.ping()
 
     @staticmethod
-    def _event(signal: str, user_id: str, record: Record) -> SignalEvent:
+    def _event(
+        signal: str, user_id: str, record: Record, keep: frozenset[str] | None = None
+    ) -> SignalEvent:
+        fields = record.fields
+        if keep is not None:
+            fields = {k: v for k, v in fields.items() if k in keep or k == "event_id"}
         return SignalEvent(
             signal=signal,
             user_id=user_id,
             event_id=record.event_id,
             event_time=from_micros(record.event_ts),
             processed_at=from_micros(record.version),
-            fields=record.fields,
+            fields=fields,
         )
+
+
+def _field_types(spec: SignalSpec) -> dict[str, str]:
+    """A signal's filterable fields and their types (``event_id`` included)."""
+    return {"event_id": "string", **spec.fields}

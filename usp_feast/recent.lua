@@ -1,29 +1,124 @@
--- Newest-first distinct events of one sorted set, in one round trip.
+-- Distinct events of one sorted set, newest or oldest first, optionally filtered, in one round trip.
 -- KEYS[1]  the entity's signal key
 -- ARGV[1]  max event time (µs, inclusive)      ARGV[2]  min event time (µs, inclusive)
--- ARGV[3]  limit (distinct events)             ARGV[4]  as-of version, 16 digits
--- ARGV[5]  max members scanned (bounds the cost of heavily re-versioned history)
--- Members sharing an event time sort newest version first (fixed-width prefix), so the
--- first member seen for an event id is its newest version visible at as-of.
+-- ARGV[3]  limit (distinct matching events)    ARGV[4]  as-of version, 16 digits
+-- ARGV[5]  max members scanned (bounds the cost of filters and re-versioned history)
+-- ARGV[6]  filter, JSON [[field, op, value], ...], or "" (see usp_feast/filters.py)
+-- ARGV[7]  "newest" or "oldest"
+-- Returns {complete, members}: complete is 1 when the page is full or the range exhausted,
+-- 0 when the scan cap stopped the read first (the caller reports it, never a short page).
+-- Each event counts once, at its newest version visible at as-of; the filter applies to that
+-- version, so an event whose newest version stopped matching is not served from an older one.
 local key, max_ts, min_ts = KEYS[1], ARGV[1], ARGV[2]
 local limit, as_of, cap = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local seen, out, offset = {}, {}, 0
+local preds = nil
+if ARGV[6] ~= nil and ARGV[6] ~= '' then preds = cjson.decode(ARGV[6]) end
+local oldest_first = ARGV[7] == 'oldest'
+
+local function equal(a, b)
+  return type(a) == type(b) and a == b
+end
+
+local function holds(p, fields)
+  local v, op, want = fields[p[1]], p[2], p[3]
+  if v == nil or v == cjson.null then return false end
+  if op == '==' then return equal(v, want) end
+  if op == '!=' then return not equal(v, want) end
+  if op == 'in' or op == 'not in' then
+    local found = false
+    for i = 1, #want do
+      if equal(v, want[i]) then found = true break end
+    end
+    if op == 'in' then return found end
+    return not found
+  end
+  if type(v) ~= 'number' then return false end
+  if op == '<' then return v < want end
+  if op == '<=' then return v <= want end
+  if op == '>' then return v > want end
+  return v >= want
+end
+
+local function keep(m, sep)
+  if preds == nil then return true end
+  local ok, body = pcall(cjson.decode, string.sub(m, sep + 1))
+  if not ok or type(body) ~= 'table' or type(body['f']) ~= 'table' then return false end
+  for i = 1, #preds do
+    if not holds(preds[i], body['f']) then return false end
+  end
+  return true
+end
+
+local seen, out, offset, complete = {}, {}, 0, 0
 local batch = math.max(limit + 16, 64)
-while #out < limit and offset < cap do
-  local members = redis.call('ZRANGE', key, max_ts, min_ts, 'BYSCORE', 'REV', 'LIMIT', offset, batch)
-  for i = 1, #members do
-    local m = members[i]
-    if string.sub(m, 1, 16) <= as_of then
-      local sep = string.find(m, '\31', 17, true)
-      local id = string.sub(m, 17, sep - 1)
-      if not seen[id] then
-        seen[id] = true
-        out[#out + 1] = m
-        if #out >= limit then break end
+if preds ~= nil then batch = 512 end
+
+if not oldest_first then
+  -- Members sharing an event time sort newest version first (fixed-width prefix), so the
+  -- first member seen for an event id is its newest version visible at as-of.
+  while #out < limit and offset < cap do
+    local members = redis.call('ZRANGE', key, max_ts, min_ts, 'BYSCORE', 'REV', 'LIMIT', offset, batch)
+    for i = 1, #members do
+      local m = members[i]
+      if string.sub(m, 1, 16) <= as_of then
+        local sep = string.find(m, '\31', 17, true)
+        local id = string.sub(m, 17, sep - 1)
+        if not seen[id] then
+          seen[id] = true
+          if keep(m, sep) then
+            out[#out + 1] = m
+            if #out >= limit then break end
+          end
+        end
       end
     end
+    offset = offset + #members
+    if #members < batch then complete = 1 break end
   end
-  offset = offset + #members
-  if #members < batch then break end
+else
+  -- Ascending, versions of one event time come oldest first: collect each event time's
+  -- members, then emit every event at the last (newest) version seen for it.
+  local group_score, group_ids, best = nil, {}, {}
+  local function flush()
+    for i = 1, #group_ids do
+      local id = group_ids[i]
+      if not seen[id] then
+        seen[id] = true
+        local m = best[id]
+        if keep(m, string.find(m, '\31', 17, true)) then
+          out[#out + 1] = m
+          if #out >= limit then break end
+        end
+      end
+    end
+    group_ids, best = {}, {}
+  end
+  while #out < limit and offset < cap do
+    local flat = redis.call('ZRANGE', key, min_ts, max_ts, 'BYSCORE', 'LIMIT', offset, batch, 'WITHSCORES')
+    local n = #flat / 2
+    for i = 1, n do
+      local m, score = flat[2 * i - 1], flat[2 * i]
+      if score ~= group_score then
+        flush()
+        if #out >= limit then break end
+        group_score = score
+      end
+      if string.sub(m, 1, 16) <= as_of then
+        local id = string.sub(m, 17, string.find(m, '\31', 17, true) - 1)
+        if best[id] == nil then group_ids[#group_ids + 1] = id end
+        best[id] = m
+      end
+    end
+    offset = offset + n
+    if #out < limit and n < batch then
+      flush()
+      complete = 1
+      break
+    end
+  end
 end
-return out
+if #out >= limit then
+  complete = 1
+  while #out > limit do table.remove(out) end
+end
+return {complete, out}

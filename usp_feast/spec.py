@@ -14,15 +14,20 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
+from usp_feast.aggregates import AggregateError, AggregateSpec
 from usp_feast.durations import format_duration, parse_duration
+from usp_feast.filters import FilterError, parse_filter
+from usp_feast.limits import MAX_WINDOW
 
 __all__ = [
     "FIELD_TYPES",
     "RESERVED_COLUMNS",
     "Duration",
     "FieldType",
+    "QueryFeatureSpec",
     "SignalSpec",
     "SourceSpec",
 ]
@@ -72,6 +77,45 @@ class SourceSpec(_Spec):
     topic: TopicName = Field(description="Kafka topic of the raw events")
 
 
+class QueryFeatureSpec(_Spec):
+    """A feature computed from the signal's history when it is requested (no job needed).
+
+    Example:
+        >>> QueryFeatureSpec(aggregate="count_distinct:city", within="1h").within.seconds
+        3600
+    """
+
+    aggregate: str = Field(description="count, count_distinct:F, top_k:F:K, min/max/avg/sum:F")
+    within: Duration = Field(description="window before the request, at most 7d")
+    where: str | None = Field(None, description="optional filter, e.g. guests >= 2")
+
+    @field_validator("aggregate")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            AggregateSpec.parse(value)
+        except AggregateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("within")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= MAX_WINDOW:
+            raise ValueError(f"must be longer than zero and at most {MAX_WINDOW.days}d")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _filter_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_filter(value)
+            except FilterError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 class SignalSpec(_Spec):
     """One signal: a typed, per-user stream of events kept append-only and versioned.
 
@@ -97,6 +141,22 @@ class SignalSpec(_Spec):
     retention: Duration
     ttl: Duration | None = Field(None, description="online freshness; defaults to retention")
     validation: Identifier = Field(description="Great Expectations suite in validation/")
+    query_features: dict[Identifier, QueryFeatureSpec] = Field(
+        default_factory=dict,
+        description="features computed from history at request time (an on-demand view)",
+    )
+
+    @model_validator(mode="after")
+    def _query_features_fit_fields(self) -> SignalSpec:
+        types = {"event_id": "string", **self.fields}
+        for name, feature in self.query_features.items():
+            try:
+                AggregateSpec.parse(feature.aggregate).check(types)
+                if feature.where is not None:
+                    parse_filter(feature.where).check(types)
+            except (AggregateError, FilterError) as exc:
+                raise ValueError(f"query_features.{name}: {exc}") from None
+        return self
 
     @field_validator("retention", "ttl")
     @classmethod
@@ -119,6 +179,11 @@ class SignalSpec(_Spec):
     def signal_topic(self) -> str:
         """Kafka topic the signal is republished on for downstream jobs."""
         return f"usp.signal.{self.name}"
+
+    @property
+    def history_view(self) -> str:
+        """Name of the on-demand feature view serving ``query_features``."""
+        return f"{self.name}_history"
 
     @property
     def dead_letter_topic(self) -> str:

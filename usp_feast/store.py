@@ -19,6 +19,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 
+from usp_feast.filters import Filter
 from usp_feast.keys import signal_key, view_pattern
 from usp_feast.versions import Record, decode_member, duration_micros, encode_member
 
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_APPEND_ROWS",
     "MAX_SCAN",
     "AsyncRecentReader",
+    "ScanLimitError",
     "StoreUnavailableError",
     "VersionedStore",
     "connect",
@@ -46,6 +48,10 @@ RedisClient = redis.Redis | RedisCluster
 
 class StoreUnavailableError(RuntimeError):
     """Redis could not be reached."""
+
+
+class ScanLimitError(RuntimeError):
+    """A history read would scan more than ``MAX_SCAN`` stored versions to fill its page."""
 
 
 def now_micros() -> int:
@@ -73,14 +79,34 @@ def _script(name: str) -> str:
     return resources.files("usp_feast").joinpath(name).read_text()
 
 
-def _recent_args(since: int | None, until: int | None, limit: int, as_of: int | None) -> list[Any]:
+def _recent_args(
+    since: int | None,
+    until: int | None,
+    limit: int,
+    as_of: int | None,
+    where: Filter | None,
+    oldest_first: bool,
+) -> list[Any]:
     return [
         "+inf" if until is None else until,
         "-inf" if since is None else since,
         limit,
         _LATEST_VERSION if as_of is None else f"{as_of:016d}",
         MAX_SCAN,
+        "" if where is None else where.to_json(),
+        "oldest" if oldest_first else "newest",
     ]
+
+
+def _recent_records(reply: Any, limit: int) -> list[Record]:
+    complete, members = reply
+    if not complete:
+        raise ScanLimitError(
+            f"the read scanned its limit of {MAX_SCAN:,} stored versions (MAX_SCAN) before "
+            f"finding {limit} matching events; narrow the time window or the filter, or ask "
+            "for fewer events"
+        )
+    return [decode_member(m) for m in members]
 
 
 class AsyncRecentReader:
@@ -108,16 +134,19 @@ class AsyncRecentReader:
         until: int | None = None,
         limit: int = 50,
         as_of: int | None = None,
+        where: Filter | None = None,
+        oldest_first: bool = False,
     ) -> list[Record]:
         """Same contract as :meth:`VersionedStore.recent`."""
         if limit <= 0:
             return []
         key = signal_key(self.prefix, self.project, entity, view)
+        args = _recent_args(since, until, limit, as_of, where, oldest_first)
         try:
-            members = await self._script(keys=[key], args=_recent_args(since, until, limit, as_of))
+            reply = await self._script(keys=[key], args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis is not reachable ({exc})") from exc
-        return [decode_member(m) for m in members]
+        return _recent_records(reply, limit)
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -232,6 +261,8 @@ class VersionedStore:
         until: int | None = None,
         limit: int = 50,
         as_of: int | None = None,
+        where: Filter | None = None,
+        oldest_first: bool = False,
     ) -> list[Record]:
         """Distinct events newest first, each at its newest version visible at ``as_of``.
 
@@ -244,13 +275,19 @@ class VersionedStore:
             until: Newest event time to include, µs (inclusive).
             limit: Maximum number of distinct events.
             as_of: Processing time in µs: hide versions written after it.
+            where: Only events whose (newest visible) version matches; evaluated in Redis.
+            oldest_first: The oldest events of the range first instead of the newest.
+
+        Raises:
+            ScanLimitError: ``MAX_SCAN`` stored versions were scanned before the page filled.
 
         """
         if limit <= 0:
             return []
-        args = _recent_args(since, until, limit, as_of)
-        members = self._run(self._recent_script, [self.key(view, entity)], args)
-        return [decode_member(m) for m in members]
+        args = _recent_args(since, until, limit, as_of, where, oldest_first)
+        return _recent_records(
+            self._run(self._recent_script, [self.key(view, entity)], args), limit
+        )
 
     def latest(
         self, view: str, entities: Sequence[str], *, since: int | None = None

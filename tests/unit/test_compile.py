@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from feast import Field, FileSource, PushSource, StreamFeatureView
-from feast.types import Bool, Float64, Int64, String, UnixTimestamp
+from feast.types import Array, Bool, Float64, Int64, String, UnixTimestamp
 from feast.value_type import ValueType
 from google.protobuf.message import Message
 
@@ -22,6 +22,7 @@ from usp_feast.compile import (
     compile_definitions,
     repo_objects,
     signal_view,
+    store_address,
 )
 from usp_feast.definitions import DefinitionError, Definitions, load_definitions
 from usp_feast.spec import SignalSpec
@@ -73,7 +74,7 @@ def definitions() -> Definitions:
 
 @pytest.fixture(scope="module")
 def compiled(definitions: Definitions) -> FeastObjects:
-    return compile_definitions(definitions)
+    return compile_definitions(definitions, store_address(EXAMPLE_REPO))
 
 
 def _view(compiled: FeastObjects, name: str) -> StreamFeatureView:
@@ -117,7 +118,8 @@ def test_repo_objects_names_everything_feast_apply_registers() -> None:
     names = sorted(repo_objects(EXAMPLE_REPO))
 
     assert names == sorted(
-        ["user"] + [f"{s}{suffix}" for s in EXPECTED for suffix in ("", "_push", "_source")]
+        ["user", "search_history"]
+        + [f"{s}{suffix}" for s in EXPECTED for suffix in ("", "_push", "_source")]
     )
 
 
@@ -199,7 +201,7 @@ def test_the_schema_is_sorted_by_name(compiled: FeastObjects) -> None:
 def test_compiling_twice_gives_the_same_objects_and_protos(
     compiled: FeastObjects, definitions: Definitions
 ) -> None:
-    again = compile_definitions(load_definitions(EXAMPLE_REPO))
+    again = compile_definitions(load_definitions(EXAMPLE_REPO), store_address(EXAMPLE_REPO))
 
     assert again == compiled
     for first, second in zip(compiled.views, again.views, strict=True):
@@ -240,3 +242,48 @@ def test_invalid_definitions_stop_compilation_with_every_problem(tmp_path: Path)
 
     fields: list[Any] = sorted(p.field for p in caught.value.problems)
     assert fields == ["fields", "owner", "retention", "source", "transform", "validation"]
+
+
+def test_query_features_become_one_on_demand_view_per_signal(compiled: FeastObjects) -> None:
+    [history] = compiled.on_demand_views
+    assert history.name == "search_history"
+    assert {f.name: f.dtype for f in history.features} == {
+        "distinct_cities_1h": Int64,
+        "group_searches_24h": Int64,
+        "searches_24h": Int64,
+        "top_cities_24h": Array(String),
+    }
+    assert [p.name for p in history.source_feature_view_projections.values()] == ["search"]
+    # Feast rebuilds the function from this text where features are served.
+    namespace: dict = {}
+    exec(history.feature_transformation.udf_string, namespace)
+    assert namespace["compute"]({"event_id": ["x", "y"]}) == {
+        "distinct_cities_1h": [0, 0],
+        "group_searches_24h": [0, 0],
+        "searches_24h": [0, 0],
+        "top_cities_24h": [[""], [""]],
+    }
+
+
+@pytest.mark.parametrize(
+    ("feature", "words"),
+    [
+        ({"aggregate": "median:guests", "within": "1h"}, "invalid aggregate 'median:guests'"),
+        ({"aggregate": "avg:city", "within": "1h"}, "int or float"),
+        ({"aggregate": "count", "within": "8d"}, "at most 7d"),
+        ({"aggregate": "count", "within": "1h", "where": "nope == 1"}, "unknown field 'nope'"),
+        ({"aggregate": "count", "within": "1h", "where": "guests >"}, "expected a value"),
+    ],
+)
+def test_bad_query_features_are_refused(feature: dict, words: str) -> None:
+    base = {
+        "name": "search",
+        "owner": "t",
+        "source": {"topic": "events.search"},
+        "fields": {"city": "string", "guests": "int"},
+        "transform": "transforms.SearchTransform",
+        "retention": "30d",
+        "validation": "search",
+    }
+    with pytest.raises(ValueError, match=words):
+        SignalSpec(**base, query_features={"f": feature})

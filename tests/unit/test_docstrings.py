@@ -21,6 +21,7 @@ pytestmark = pytest.mark.unit
         ("usp_feast.pipeline", True),
         ("usp_feast.sessions", True),
         ("usp_feast.aggregates", True),
+        ("usp_feast.filters", True),
         ("usp_feast.feast_sink", True),
         # Documents its format in prose; no runnable example yet.
         ("usp_feast.versions", False),
