@@ -57,7 +57,8 @@ if not oldest_first then
   -- Members sharing an event time sort newest version first (fixed-width prefix), so the
   -- first member seen for an event id is its newest version visible at as-of.
   while #out < limit and offset < cap do
-    local members = redis.call('ZRANGE', key, max_ts, min_ts, 'BYSCORE', 'REV', 'LIMIT', offset, batch)
+    local size = math.min(batch, cap - offset)
+    local members = redis.call('ZRANGE', key, max_ts, min_ts, 'BYSCORE', 'REV', 'LIMIT', offset, size)
     for i = 1, #members do
       local m = members[i]
       if string.sub(m, 1, 16) <= as_of then
@@ -73,7 +74,7 @@ if not oldest_first then
       end
     end
     offset = offset + #members
-    if #members < batch then complete = 1 break end
+    if #members < size then complete = 1 break end
   end
 else
   -- Ascending, versions of one event time come oldest first: collect each event time's
@@ -94,7 +95,8 @@ else
     group_ids, best = {}, {}
   end
   while #out < limit and offset < cap do
-    local flat = redis.call('ZRANGE', key, min_ts, max_ts, 'BYSCORE', 'LIMIT', offset, batch, 'WITHSCORES')
+    local size = math.min(batch, cap - offset)
+    local flat = redis.call('ZRANGE', key, min_ts, max_ts, 'BYSCORE', 'LIMIT', offset, size, 'WITHSCORES')
     local n = #flat / 2
     for i = 1, n do
       local m, score = flat[2 * i - 1], flat[2 * i]
@@ -110,7 +112,7 @@ else
       end
     end
     offset = offset + n
-    if #out < limit and n < batch then
+    if #out < limit and n < size then
       flush()
       complete = 1
       break

@@ -218,3 +218,29 @@ def test_server_side_collapse_matches_the_reference_rule(
     expected = list(collapse_versions(records, as_of=as_of_us))[:limit]
     got = store.recent("prop", entity, limit=limit, as_of=as_of_us)
     assert [(r.event_id, r.version) for r in got] == [(r.event_id, r.version) for r in expected]
+
+
+def test_a_filtered_read_serves_the_newest_version_and_never_a_short_page(
+    store: VersionedStore,
+) -> None:
+    from usp_feast.filters import parse_filter
+    from usp_feast.store import MAX_SCAN, ScanLimitError
+
+    store.append(
+        "search",
+        [("5", rec("a", 1, 1, city="Paris")), ("5", rec("a", 1, 2, city="Rome"))]
+        + [("5", rec(f"e{i}", 2 + i, 1, city="Oslo" if i % 2 else "Paris")) for i in range(10)],
+    )
+    paris = parse_filter('city == "Paris"')
+    # "a" was Paris in version 1 and Rome since version 2: never served as Paris.
+    assert ids(store.recent("search", "5", where=paris, limit=3)) == ["e8", "e6", "e4"]
+    as_of_v1 = store.recent("search", "5", where=paris, limit=10, as_of=V0 + MINUTE)
+    assert ids(as_of_v1) == ["e8", "e6", "e4", "e2", "e0", "a"]
+    oldest = store.recent("search", "5", where=paris, limit=2, oldest_first=True)
+    assert ids(oldest) == ["e0", "e2"]
+
+    # More stored versions than one read may scan, and no match among them: refused, not short.
+    store.append("search", [("6", rec(f"n{i}", i, 1, city="Oslo")) for i in range(MAX_SCAN + 10)])
+    with pytest.raises(ScanLimitError, match="MAX_SCAN"):
+        store.recent("search", "6", where=paris, limit=5)
+    assert len(store.recent("search", "6", limit=5)) == 5  # an unfiltered page fills at once
