@@ -14,7 +14,7 @@ PY=.venv/bin/python
 benchmarks/setup.sh || { echo "benchmarks/setup.sh failed: wrk is needed by bench_http" >&2; exit 1; }
 
 failed=()
-for name in write online_read recent http; do
+for name in write online_read recent http query; do
     echo "== bench_${name} $*" >&2
     if "$PY" "benchmarks/bench_${name}.py" "$@" >"$OUT/${name}.json"; then
         echo "   -> $OUT/${name}.json" >&2
@@ -33,6 +33,9 @@ fi
 import json, pathlib, sys
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     goal = json.loads(path.read_text()).get("goal", {})
+    if not goal:
+        print(f"{path.stem:12} no goal   ratios in {path.name}, see benchmarks/README.md")
+        continue
     measured = goal.get("measured", goal.get("measured_p99_us"))
     state = "met" if goal.get("met") else "MISSED"
     print(f"{path.stem:12} {state:6} {goal.get('metric')}: {measured} (target {goal.get('target')})")

@@ -224,7 +224,7 @@ def test_a_filtered_read_serves_the_newest_version_and_never_a_short_page(
     store: VersionedStore,
 ) -> None:
     from usp_feast.filters import parse_filter
-    from usp_feast.store import MAX_SCAN, ScanLimitError
+    from usp_feast.store import MAX_FILTER_SCAN, ScanLimitError
 
     store.append(
         "search",
@@ -240,7 +240,9 @@ def test_a_filtered_read_serves_the_newest_version_and_never_a_short_page(
     assert ids(oldest) == ["e0", "e2"]
 
     # More stored versions than one read may scan, and no match among them: refused, not short.
-    store.append("search", [("6", rec(f"n{i}", i, 1, city="Oslo")) for i in range(MAX_SCAN + 10)])
-    with pytest.raises(ScanLimitError, match="MAX_SCAN"):
+    store.append(
+        "search", [("6", rec(f"n{i}", i, 1, city="Oslo")) for i in range(MAX_FILTER_SCAN + 10)]
+    )
+    with pytest.raises(ScanLimitError, match="MAX_FILTER_SCAN"):
         store.recent("search", "6", where=paris, limit=5)
     assert len(store.recent("search", "6", limit=5)) == 5  # an unfiltered page fills at once
