@@ -46,6 +46,8 @@ from bench_recent import _per_call
 FILTER_FIELD = "f2"  # overridden to 0..9 uniformly, so `f2 == 3` keeps 10 % of the events
 FILTER_10PCT = f"{FILTER_FIELD} == 3"
 FILTER_ALL = f"{FILTER_FIELD} >= 0"
+# String equality (1 city in 8, 12.5 %): the script screens members on their JSON text first.
+FILTER_CITY = 'f7 == "Oslo"'
 AGGREGATES = ["count", "count_distinct:f7", "top_k:f7:3"]
 GAP = timedelta(minutes=30)
 WINDOW = timedelta(hours=24)
@@ -173,6 +175,9 @@ def variants(client: Any, limit: int) -> dict[str, Callable[[int], Any]]:
         BASELINE: lambda u: client.recent(u, c.SIGNAL, limit=limit),
         "recent_filter_10pct": lambda u: client.recent(
             u, c.SIGNAL, limit=limit, where=FILTER_10PCT
+        ),
+        "recent_filter_city": lambda u: client.recent(
+            u, c.SIGNAL, limit=limit, where=FILTER_CITY
         ),
         "sessions_24h": lambda u: client.sessions(u, c.SIGNAL, gap=GAP, within=WINDOW),
         "aggregate_24h": lambda u: client.aggregate(u, c.SIGNAL, AGGREGATES, within=WINDOW),

@@ -39,8 +39,45 @@ local function holds(p, fields)
   return v >= want
 end
 
+-- Cheap screen before decoding: an equality on a plain string can only hold if the member's
+-- JSON text contains `"field":"value"` (bodies are compact JSON; plain = no character JSON
+-- would escape), so members without it are skipped undecoded. Everything else is decided on
+-- the decoded body below.
+local screens = {}
+if preds ~= nil then
+  for i = 1, #preds do
+    local field, op, want = preds[i][1], preds[i][2], preds[i][3]
+    local values = nil
+    if op == '==' then values = {want} elseif op == 'in' then values = want end
+    if values ~= nil then
+      local needles = {}
+      for j = 1, #values do
+        local v = values[j]
+        if type(v) ~= 'string' or not string.match(v, '^[%w _%.%-:]*$') then
+          needles = nil
+          break
+        end
+        needles[#needles + 1] = '"' .. field .. '":"' .. v .. '"'
+      end
+      if needles ~= nil then screens[#screens + 1] = needles end
+    end
+  end
+end
+
+local function screened_out(m, sep)
+  for i = 1, #screens do
+    local found = false
+    for j = 1, #screens[i] do
+      if string.find(m, screens[i][j], sep + 1, true) then found = true break end
+    end
+    if not found then return true end
+  end
+  return false
+end
+
 local function keep(m, sep)
   if preds == nil then return true end
+  if screened_out(m, sep) then return false end
   local ok, body = pcall(cjson.decode, string.sub(m, sep + 1))
   if not ok or type(body) ~= 'table' or type(body['f']) ~= 'table' then return false end
   for i = 1, #preds do

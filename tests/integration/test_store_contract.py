@@ -246,3 +246,26 @@ def test_a_filtered_read_serves_the_newest_version_and_never_a_short_page(
     with pytest.raises(ScanLimitError, match="MAX_FILTER_SCAN"):
         store.recent("search", "6", where=paris, limit=5)
     assert len(store.recent("search", "6", limit=5)) == 5  # an unfiltered page fills at once
+
+
+def test_the_equality_screen_never_hides_a_match(store: VersionedStore) -> None:
+    from usp_feast.filters import parse_filter
+
+    store.append(
+        "search",
+        [
+            ("7", rec("quoted", 1, 1, city='say "hi"', query="x")),
+            ("7", rec("slash", 2, 1, city="a/b", query="x")),
+            ("7", rec("unicode", 3, 1, city="Zürich", query="x")),
+            ("7", rec("decoy", 4, 1, city="Rome", query='"city":"Paris"')),
+            ("7", rec("paris", 5, 1, city="Paris", query="x")),
+        ],
+    )
+
+    def where(text: str) -> list[str]:
+        return ids(store.recent("search", "7", where=parse_filter(text), limit=10))
+
+    assert where('city == "say \\"hi\\""') == ["quoted"]
+    assert where('city == "a/b"') == ["slash"]
+    assert where('city in ["Zürich", "Paris"]') == ["paris", "unicode"]
+    assert where('city == "Paris"') == ["paris"]  # the decoy's query text is not its city
