@@ -166,7 +166,7 @@ class VersionedRedisOnlineStore(OnlineStore):
                         event_id=str(row[EVENT_ID_FEATURE]),
                         event_ts=to_micros(moment),
                         version=version,
-                        fields={name: row.get(name) for name in features},
+                        fields=dict(zip(features, map(row.get, features), strict=True)),
                     ),
                 )
             )

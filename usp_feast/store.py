@@ -210,9 +210,13 @@ class VersionedStore:
 
         """
         grouped: dict[str, list[Any]] = {}
+        by_entity: dict[str, list[Any]] = {}  # the same lists, found without building the key
         for entity, record in rows:
-            pairs = grouped.setdefault(self.key(view, entity), [])
-            pairs += (record.event_ts, encode_member(record))
+            pairs = by_entity.get(entity)
+            if pairs is None:
+                pairs = by_entity[entity] = grouped[self.key(view, entity)] = []
+            pairs.append(record.event_ts)
+            pairs.append(encode_member(record))
         if not grouped:
             return 0
         cutoff = expiry = ""
@@ -231,7 +235,16 @@ class VersionedStore:
         A script runs atomically, so the row bound is what keeps reads flowing during bulk
         writes. Yields each call's keys and its per-key ``n, score, member, ...`` arguments.
         """
-        for keys in self._by_slot(grouped):
+        slots = self._by_slot(grouped)
+        if len(slots) == 1 and sum(map(len, grouped.values())) <= 2 * MAX_APPEND_ROWS:
+            # The common case (a streaming batch): one call, nothing to split.
+            whole: list[Any] = []
+            for pairs in grouped.values():
+                whole.append(len(pairs) // 2)
+                whole += pairs
+            yield slots[0], whole
+            return
+        for keys in slots:
             call_keys: list[str] = []
             body: list[Any] = []
             rows = 0
