@@ -180,7 +180,14 @@ def _add_signal(
         .name(f"validate+transform+store {config.signal}")
         .uid(f"{config.signal}-process")
     )
-    signals = unbatch(results, 0, 1, f"signals {config.signal}").uid(f"{config.signal}-signals")
+    # The Kafka sinks run in tasks of their own, fed with whole batches: a sink waits for the
+    # broker's acknowledgements at every checkpoint, and chained to the main task that wait
+    # would hold up validation and the store writes (freshness) with it.
+    signals = (
+        unbatch(results, 0, 1, f"signals {config.signal}")
+        .start_new_chain()
+        .uid(f"{config.signal}-signals")
+    )
     # Record timestamps are the events' times (set by the Unbatcher), so the watermark
     # strategy needs no Python timestamp assigner.
     signals.assign_timestamps_and_watermarks(
@@ -190,8 +197,10 @@ def _add_signal(
     ).uid(f"{config.signal}-watermarks").sink_to(
         _kafka_sink(runtime.bootstrap_servers, config.signal_topic)
     ).name(f"signal topic {config.signal_topic}").uid(f"{config.signal}-signal-sink")
-    dead_letters = unbatch(results, 2, -1, f"dead letters {config.signal}").uid(
-        f"{config.signal}-dead-letters"
+    dead_letters = (
+        unbatch(results, 2, -1, f"dead letters {config.signal}")
+        .start_new_chain()
+        .uid(f"{config.signal}-dead-letters")
     )
     dead_letters.sink_to(_kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)).name(
         f"dead letters {config.dead_letter_topic}"
