@@ -7,6 +7,7 @@ Per signal, one pipeline::
       → ProcessBatch (Python: validate, transform, write the rows through Feast to the store)
       ├→ Unbatcher (Java) → event-time watermarks → Kafka usp.signal.<signal>
       └→ Unbatcher (Java) → Kafka usp.dlq.<signal>
+    (each Unbatcher starts a task of its own, so the sinks' checkpoint flushes wait alone)
 
 Why batches: in PyFlink every crossing between the JVM and Python costs more than validating
 an event, so records cross in batches of at most a few milliseconds' worth (one call instead of
