@@ -176,9 +176,7 @@ def variants(client: Any, limit: int) -> dict[str, Callable[[int], Any]]:
         "recent_filter_10pct": lambda u: client.recent(
             u, c.SIGNAL, limit=limit, where=FILTER_10PCT
         ),
-        "recent_filter_city": lambda u: client.recent(
-            u, c.SIGNAL, limit=limit, where=FILTER_CITY
-        ),
+        "recent_filter_city": lambda u: client.recent(u, c.SIGNAL, limit=limit, where=FILTER_CITY),
         "sessions_24h": lambda u: client.sessions(u, c.SIGNAL, gap=GAP, within=WINDOW),
         "aggregate_24h": lambda u: client.aggregate(u, c.SIGNAL, AGGREGATES, within=WINDOW),
         # Diagnostics.
