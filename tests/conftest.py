@@ -134,6 +134,20 @@ def start_server(repo: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("usp serve did not answer within 30 s")
 
 
+def serving(repo: Path) -> Iterator[str]:
+    """`usp serve` on a free port for the length of a fixture; yields its base URL."""
+    port = free_port()
+    process = start_server(repo, port)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def http_get(url: str) -> requests.Response:
+    """A GET with the tests' timeout."""
+    return requests.get(url, timeout=5)
+
+
 @pytest.fixture
 def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)

@@ -140,14 +140,11 @@ def create_app(client: SignalClient) -> FastAPI:
             aggs = params.getlist("agg")
             if not aggs:
                 raise ApiError(400, "name at least one aggregate: agg=count, agg=top_k:city:3, ...")
-            within = _within(params.get("within"))
-            if within is None:
-                raise ApiError(400, "within is required, e.g. within=1h")
             values = client.aggregate(
                 user,
                 signals,
                 aggs,
-                within,
+                _required_duration(params, "within", "1h"),
                 where=params.get("where"),
                 as_of=_as_of(params.get("as_of")),
             )
@@ -158,13 +155,10 @@ def create_app(client: SignalClient) -> FastAPI:
     async def sessions(request: Request) -> Response:
         async def compute(user: int, params: Any) -> dict[str, Any]:
             signals = _names(params.get("signals"), "signals") or []
-            gap = _within(params.get("gap"), "gap")
-            if gap is None:
-                raise ApiError(400, "gap is required, e.g. gap=30m")
             found = client.sessions(
                 user,
                 signals,
-                gap,
+                _required_duration(params, "gap", "30m"),
                 _within(params.get("within")) or timedelta(hours=24),
                 max_length=_within(params.get("max_length"), "max_length"),
                 as_of=_as_of(params.get("as_of")),
@@ -239,6 +233,12 @@ def _within(text: str | None, name: str = "within") -> Any:
         return parse_duration(text)
     except DurationError as exc:
         raise ApiError(400, f"{name}: {exc}") from None
+
+
+def _required_duration(params: Any, name: str, example: str) -> Any:
+    if params.get(name) is None:
+        raise ApiError(400, f"{name} is required, e.g. {name}={example}")
+    return _within(params[name], name)
 
 
 def _names(text: str | None, name: str) -> list[str] | None:

@@ -43,7 +43,6 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.jobs import SignalJobConfig
-from usp_feast.versions import to_micros
 
 __all__ = [
     "RECORD_BATCH",
@@ -283,7 +282,7 @@ class ProcessBatch(MapFunction):
 
     def map(self, value: Any) -> Row:
         """One MicroBatcher batch in; (signal JSON, event ms, dead letters) out for Kafka."""
-        from usp_feast.processing import SourcePosition, row_to_json
+        from usp_feast.processing import SourcePosition, event_time_ms, row_to_json
 
         topic = self.config.source_topic
         values, partitions, offsets, broker_ms, barrier_follows = value
@@ -301,6 +300,6 @@ class ProcessBatch(MapFunction):
             self.writer.settle()
         return Row(
             [row_to_json(row).decode() for row in outcome.rows],
-            [to_micros(row["event_ts"]) // 1000 for row in outcome.rows],
+            [event_time_ms(row) for row in outcome.rows],
             [letter.to_json().decode() for letter in outcome.dead_letters],
         )

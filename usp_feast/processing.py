@@ -25,6 +25,7 @@ __all__ = [
     "DeadLetter",
     "SignalProcessor",
     "SourcePosition",
+    "event_time_ms",
     "row_to_json",
 ]
 
@@ -48,7 +49,7 @@ class Accepted:
     @property
     def event_time_ms(self) -> int:
         """Event time in epoch milliseconds (the Flink record timestamp)."""
-        return to_micros(self.row["event_ts"]) // 1000
+        return event_time_ms(self.row)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class BatchOutcome:
 
     rows: list[dict[str, Any]]
     dead_letters: list[DeadLetter]
+
+
+def event_time_ms(row: dict[str, Any]) -> int:
+    """A signal row's event time in epoch milliseconds (its record timestamp on Kafka)."""
+    return to_micros(row["event_ts"]) // 1000
 
 
 def row_to_json(row: dict[str, Any]) -> bytes:

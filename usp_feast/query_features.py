@@ -74,6 +74,16 @@ def history_function(spec: SignalSpec, address: StoreAddress) -> FunctionType:
         for name, f in sorted(spec.query_features.items())
     }
     types = dict(spec.fields)
+    # Features sharing a window and filter share one read of the history per user. Specs whose
+    # results share a key (top_k:city:3 and top_k:city:5) are computed one call each.
+    names_by_read: dict[tuple[timedelta, str | None], list[str]] = {}
+    for name, (_, within, where) in features.items():
+        names_by_read.setdefault((within, where), []).append(name)
+    reads = []
+    for (within, where), names in names_by_read.items():
+        specs = list(dict.fromkeys(features[n][0] for n in names))
+        calls = [specs] if len({s.name for s in specs}) == len(specs) else [[s] for s in specs]
+        reads.append((within, where, names, calls))
 
     def compute(inputs: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
         users = inputs.get("user_id")
@@ -86,24 +96,14 @@ def history_function(spec: SignalSpec, address: StoreAddress) -> FunctionType:
         client = _client(address, spec)
         out: dict[str, list[Any]] = {name: [] for name in features}
         for user in users:
-            # Features sharing a window and filter share one read of the history.
-            groups: dict[tuple[timedelta, str | None], list[str]] = {}
-            for name, (_, within, where) in features.items():
-                groups.setdefault((within, where), []).append(name)
-            for (within, where), names in groups.items():
-                specs = list(dict.fromkeys(features[n][0] for n in names))
-                # Specs whose results share a key (top_k:city:3 and top_k:city:5) go one by one.
-                batches = (
-                    [specs] if len({s.name for s in specs}) == len(specs) else [[s] for s in specs]
-                )
+            for within, where, names, calls in reads:
                 values: dict[str, Any] = {}
-                for batch in batches:
-                    values.update(client.aggregate(user, spec.name, batch, within, where=where))
+                for call in calls:
+                    values.update(client.aggregate(user, spec.name, call, within, where=where))
                 for name in names:
-                    value = values[features[name][0].name]
-                    if features[name][0].kind == "top_k":
-                        value = [v for v, _ in value]
-                    out[name].append(value)
+                    aggregate = features[name][0]
+                    value = values[aggregate.name]
+                    out[name].append([v for v, _ in value] if aggregate.kind == "top_k" else value)
         return out
 
     return cast(FunctionType, compute)

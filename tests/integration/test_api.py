@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 
-from tests.conftest import copy_repo, free_port, start_server
+from tests.conftest import copy_repo, free_port, http_get, serving, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -33,29 +32,21 @@ def api(applied_repo: Path, feature_store) -> Iterator[str]:
         for i in range(8)
     ]
     feature_store.push("view_push", pd.DataFrame(rows))
-    port = free_port()
-    process = start_server(applied_repo, port)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def get(url: str) -> requests.Response:
-    return requests.get(url, timeout=5)
+    yield from serving(applied_repo)
 
 
 def test_recent_signals_newest_first_with_limit_and_window(api: str) -> None:
-    body = get(f"{api}/v1/users/{USER}/signals/view?within=10m&limit=3").json()
+    body = http_get(f"{api}/v1/users/{USER}/signals/view?within=10m&limit=3").json()
     assert body["count"] == 3
     assert [e["event_id"] for e in body["events"]] == ["h0", "h1", "h2"]
     assert body["events"][0]["listing_id"] == 100
     assert body["events"][0]["event_ts"].endswith("Z")
-    window = get(f"{api}/v1/users/{USER}/signals/view?within=10m").json()
+    window = http_get(f"{api}/v1/users/{USER}/signals/view?within=10m").json()
     assert [e["event_id"] for e in window["events"]] == ["h0", "h1", "h2", "h3"]
 
 
 def test_as_of_before_any_write_returns_nothing(api: str) -> None:
-    body = get(f"{api}/v1/users/{USER}/signals/view?as_of=2020-01-01T00:00:00Z").json()
+    body = http_get(f"{api}/v1/users/{USER}/signals/view?as_of=2020-01-01T00:00:00Z").json()
     assert body == {"user_id": USER, "signal": "view", "count": 0, "events": []}
 
 
@@ -76,7 +67,7 @@ def test_as_of_before_any_write_returns_nothing(api: str) -> None:
 def test_bad_parameters_get_a_4xx_with_a_one_line_reason(
     api: str, query: str, status: int, words: str
 ) -> None:
-    response = get(f"{api}/v1/users/{USER}/signals/view?{query}")
+    response = http_get(f"{api}/v1/users/{USER}/signals/view?{query}")
     assert response.status_code == status
     detail = response.json()["detail"]
     assert words in detail and "\n" not in detail
@@ -92,15 +83,15 @@ def test_bad_parameters_get_a_4xx_with_a_one_line_reason(
     ],
 )
 def test_bad_paths_get_a_4xx_with_a_reason(api: str, path: str, status: int, words: str) -> None:
-    response = get(f"{api}{path}")
+    response = http_get(f"{api}{path}")
     assert response.status_code == status
     assert words in response.json()["detail"]
 
 
 def test_healthz_and_metrics(api: str) -> None:
-    assert get(f"{api}/healthz").json() == {"status": "ok", "redis": True}
-    get(f"{api}/v1/users/{USER}/signals/view?limit=-1")
-    text = get(f"{api}/metrics").text
+    assert http_get(f"{api}/healthz").json() == {"status": "ok", "redis": True}
+    http_get(f"{api}/v1/users/{USER}/signals/view?limit=-1")
+    text = http_get(f"{api}/metrics").text
     assert 'usp_http_requests_total{route="signals",status="400"}' in text
     assert 'usp_http_requests_total{route="signals",status="200"}' in text
     assert "usp_http_request_seconds_bucket" in text
@@ -113,8 +104,8 @@ def test_redis_down_is_a_503_not_a_500(tmp_path: Path) -> None:
     process = start_server(repo, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        assert get(f"{base}/healthz").status_code == 503
-        response = get(f"{base}/v1/users/1/signals/view")
+        assert http_get(f"{base}/healthz").status_code == 503
+        response = http_get(f"{base}/v1/users/1/signals/view")
         assert response.status_code == 503
         assert "unavailable" in response.json()["detail"]
     finally:

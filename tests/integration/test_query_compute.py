@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 
-from tests.conftest import free_port, start_server
+from tests.conftest import http_get, serving
 from usp_feast.filters import parse_filter
 from usp_feast.query import LimitExceededError, QueryError, SignalClient
 from usp_feast.versions import Record, collapse_versions
@@ -188,19 +187,11 @@ def test_query_time_computation_is_bounded(client: SignalClient) -> None:
 
 @pytest.fixture(scope="module")
 def api(applied_repo: Path, client: SignalClient) -> Iterator[str]:
-    port = free_port()
-    process = start_server(applied_repo, port)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def get(url: str) -> requests.Response:
-    return requests.get(url, timeout=5)
+    yield from serving(applied_repo)
 
 
 def test_http_filter_projection_and_order(api: str) -> None:
-    body = get(
+    body = http_get(
         f'{api}/v1/users/{USER}/signals/view?where=city == "Paris"&fields=city,price&limit=2'
     ).json()
     assert [e["event_id"] for e in body["events"]] == ["q4", "q8"]
@@ -208,13 +199,15 @@ def test_http_filter_projection_and_order(api: str) -> None:
 
 
 def test_http_aggregates_and_sessions(api: str) -> None:
-    body = get(
+    body = http_get(
         f"{api}/v1/users/{USER}/aggregates?signals=view&agg=count&agg=top_k:city:2&within=20m"
     ).json()
     assert body["aggregates"]["count"] == 10
     # q0..q9: Oslo 3 times (q0 corrected), Rome 3, Paris 2, Lisbon 2; ties: newest first.
     assert body["aggregates"]["top_k_city"] == [["Oslo", 3], ["Rome", 3]]
-    sessions = get(f"{api}/v1/users/{SESSION_USER}/sessions?signals=view,search&gap=10m").json()
+    sessions = http_get(
+        f"{api}/v1/users/{SESSION_USER}/sessions?signals=view,search&gap=10m"
+    ).json()
     assert [s["event_count"] for s in sessions["sessions"]] == [1, 3, 3]
 
 
@@ -238,7 +231,7 @@ def test_http_aggregates_and_sessions(api: str) -> None:
 def test_http_bad_queries_get_a_4xx_naming_the_problem(
     api: str, path: str, status: int, words: str
 ) -> None:
-    response = get(f"{api}/v1/users/{USER}/{path}")
+    response = http_get(f"{api}/v1/users/{USER}/{path}")
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
 

@@ -263,27 +263,3 @@ def test_query_features_become_one_on_demand_view_per_signal(compiled: FeastObje
         "searches_24h": [0, 0],
         "top_cities_24h": [[""], [""]],
     }
-
-
-@pytest.mark.parametrize(
-    ("feature", "words"),
-    [
-        ({"aggregate": "median:guests", "within": "1h"}, "invalid aggregate 'median:guests'"),
-        ({"aggregate": "avg:city", "within": "1h"}, "int or float"),
-        ({"aggregate": "count", "within": "8d"}, "at most 7d"),
-        ({"aggregate": "count", "within": "1h", "where": "nope == 1"}, "unknown field 'nope'"),
-        ({"aggregate": "count", "within": "1h", "where": "guests >"}, "expected a value"),
-    ],
-)
-def test_bad_query_features_are_refused(feature: dict, words: str) -> None:
-    base = {
-        "name": "search",
-        "owner": "t",
-        "source": {"topic": "events.search"},
-        "fields": {"city": "string", "guests": "int"},
-        "transform": "transforms.SearchTransform",
-        "retention": "30d",
-        "validation": "search",
-    }
-    with pytest.raises(ValueError, match=words):
-        SignalSpec(**base, query_features={"f": feature})

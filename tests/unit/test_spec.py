@@ -172,3 +172,18 @@ def test_an_unparsable_duration_names_the_text() -> None:
 
 def test_rejects_an_empty_owner() -> None:
     assert [loc for loc, _ in _errors(owner="")] == [("owner",)]
+
+
+@pytest.mark.parametrize(
+    ("feature", "words"),
+    [
+        ({"aggregate": "median:guests", "within": "1h"}, "invalid aggregate 'median:guests'"),
+        ({"aggregate": "avg:query", "within": "1h"}, "int or float"),
+        ({"aggregate": "count", "within": "8d"}, "at most 7d"),
+        ({"aggregate": "count", "within": "1h", "where": "nope == 1"}, "unknown field 'nope'"),
+        ({"aggregate": "count", "within": "1h", "where": "guests >"}, "expected a value"),
+    ],
+)
+def test_bad_query_features_are_refused(feature: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        SignalSpec(**_definition(query_features={"f": feature}))
