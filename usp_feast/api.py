@@ -32,8 +32,10 @@ from usp_feast.query import (
     LimitExceededError,
     QueryError,
     SignalClient,
+    UnknownSegmentError,
     UnknownSignalError,
 )
+from usp_feast.segments import iso_ms
 from usp_feast.store import StoreUnavailableError
 
 __all__ = ["ApiError", "create_app", "create_app_from_env"]
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 _SIGNAL_PARAMS = ("within", "limit", "as_of", "where", "fields", "order")
 _AGGREGATE_PARAMS = ("signals", "agg", "within", "where", "as_of")
 _SESSION_PARAMS = ("signals", "gap", "within", "max_length", "as_of")
+_SEGMENT_PARAMS = ("at",)
+_MEMBERS_PARAMS = ("cursor", "limit")
 
 
 class ApiError(Exception):
@@ -65,7 +69,10 @@ def create_app(client: SignalClient) -> FastAPI:
         >>> app = create_app(SignalClient.from_repo(repo_path))
         >>> for path in sorted(r.path for r in app.routes if r.path.startswith("/v1")):
         ...     print(path)
+        /v1/segments/{segment}/members
         /v1/users/{user_id}/aggregates
+        /v1/users/{user_id}/segments
+        /v1/users/{user_id}/segments/{segment}
         /v1/users/{user_id}/sessions
         /v1/users/{user_id}/signals/{signal}
 
@@ -100,11 +107,14 @@ def create_app(client: SignalClient) -> FastAPI:
                 raise ApiError(
                     400, f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(allowed)}"
                 )
-            user = _user_id(request.path_params["user_id"])
-            response = _json({"user_id": user, **await compute(user, params)})
+            if "user_id" in request.path_params:
+                user = _user_id(request.path_params["user_id"])
+                response = _json({"user_id": user, **await compute(user, params)})
+            else:
+                response = _json(await compute(None, params))
         except ApiError as exc:
             response = _json({"detail": exc.detail}, exc.status)
-        except UnknownSignalError as exc:
+        except (UnknownSignalError, UnknownSegmentError) as exc:
             response = _json({"detail": str(exc)}, 404)
         except LimitExceededError as exc:
             response = _json({"detail": str(exc)}, 422)
@@ -171,8 +181,58 @@ def create_app(client: SignalClient) -> FastAPI:
 
         return await answer(request, "sessions", _SESSION_PARAMS, compute)
 
+    async def user_segments(request: Request) -> Response:
+        async def compute(user: int, params: Any) -> dict[str, Any]:
+            found = client.segments(user, at=_as_of(params.get("at"), "at"))
+            return {"segments": [m.to_dict() for m in found]}
+
+        return await answer(request, "user_segments", _SEGMENT_PARAMS, compute)
+
+    async def user_segment(request: Request) -> Response:
+        segment = request.path_params["segment"]
+
+        async def compute(user: int, params: Any) -> dict[str, Any]:
+            found = client.membership(user, segment, at=_as_of(params.get("at"), "at"))
+            if found is None:  # never a member (an unknown segment raised a 404 already)
+                return {"segment": segment, "in_segment": False, "change": None}
+            return found.to_dict()
+
+        return await answer(request, "user_segment", _SEGMENT_PARAMS, compute)
+
+    async def segment_members(request: Request) -> Response:
+        segment = request.path_params["segment"]
+
+        async def compute(_: None, params: Any) -> dict[str, Any]:
+            page = client.members(
+                segment, cursor=params.get("cursor"), limit=_limit(params.get("limit"))
+            )
+            return {
+                "segment": segment,
+                "count": len(page.members),
+                "members": [
+                    {
+                        "user_id": m.user_id,
+                        "entered_at": iso_ms(m.entered_at_ms),
+                        "expires_at": iso_ms(m.expires_at_ms),
+                    }
+                    for m in page.members
+                ],
+                "next_cursor": page.next_cursor,
+            }
+
+        return await answer(request, "segment_members", _MEMBERS_PARAMS, compute)
+
     app.router.add_route(
         "/v1/users/{user_id}/signals/{signal}", recent_signals, methods=["GET"], name="signals"
+    )
+    app.router.add_route(
+        "/v1/users/{user_id}/segments", user_segments, methods=["GET"], name="user_segments"
+    )
+    app.router.add_route(
+        "/v1/users/{user_id}/segments/{segment}", user_segment, methods=["GET"], name="user_segment"
+    )
+    app.router.add_route(
+        "/v1/segments/{segment}/members", segment_members, methods=["GET"], name="members"
     )
     app.router.add_route(
         "/v1/users/{user_id}/aggregates", aggregates, methods=["GET"], name="aggregates"
@@ -264,15 +324,15 @@ def _limit(text: str | None) -> int:
     return value
 
 
-def _as_of(text: str | None) -> datetime | None:
+def _as_of(text: str | None, name: str = "as_of") -> datetime | None:
     if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(
-            400, f"as_of must be an ISO-8601 time such as 2026-11-26T12:00:00Z, got {text!r}"
+            400, f"{name} must be an ISO-8601 time such as 2026-11-26T12:00:00Z, got {text!r}"
         ) from None
     if moment.tzinfo is None:
-        raise ApiError(400, "as_of must carry a timezone, e.g. 2026-11-26T12:00:00Z")
+        raise ApiError(400, f"{name} must carry a timezone, e.g. 2026-11-26T12:00:00Z")
     return moment

@@ -91,38 +91,44 @@ def generate(repo: Path, streaming: Path | None, check: bool) -> None:
 
 
 @main.command()
-@click.argument("signals", nargs=-1)
-@click.option("--all", "run_all", is_flag=True, help="Run every signal in one Flink job.")
+@click.argument("names", nargs=-1)
+@click.option(
+    "--all", "run_all", is_flag=True, help="Run every signal and segment in one Flink job."
+)
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @REPO_OPTION
 @STREAMING_OPTION
 def run(
-    signals: tuple[str, ...],
+    names: tuple[str, ...],
     run_all: bool,
     duration: float | None,
     repo: Path,
     streaming: Path | None,
 ) -> None:
-    """Run signal jobs on the local Flink mini-cluster until Ctrl-C."""
+    """Run signal and segment jobs (by name) on the local Flink mini-cluster until Ctrl-C."""
     from usp_feast import devstack
     from usp_feast.definitions import DefinitionError, load_definitions
+    from usp_feast.jobs import config_file
     from usp_feast.runner import RunnerError, ensure_topics, job_command, run_foreground
 
-    if bool(signals) == run_all:
-        raise click.UsageError("name one or more signals, or pass --all")
+    if bool(names) == run_all:
+        raise click.UsageError("name one or more signals or segments, or pass --all")
     try:
         definitions = load_definitions(repo)
-        specs = definitions.signals if run_all else [definitions.signal(n) for n in signals]
+        specs = (
+            [*definitions.signals, *definitions.segments]
+            if run_all
+            else [definitions.job_definition(n) for n in names]
+        )
     except (DefinitionError, KeyError) as exc:
         raise click.ClickException(str(exc).strip('"')) from None
     folder = _streaming_dir(repo, streaming)
-    configs = [folder / f"{spec.name}.json" for spec in specs]
+    configs = [folder / config_file(spec) for spec in specs]
     missing = [str(c) for c in configs if not c.is_file()]
     if missing:
         raise click.ClickException(f"no job config {', '.join(missing)}; run `usp generate`")
-    topics = [t for s in specs for t in (s.source.topic, s.signal_topic, s.dead_letter_topic)]
     try:
-        ensure_topics(devstack.endpoints().kafka, topics)
+        ensure_topics(devstack.endpoints().kafka, definitions.topics(specs))
         code = run_foreground(job_command(configs, repo.resolve()), duration)
     except RunnerError as exc:
         raise click.ClickException(str(exc)) from None

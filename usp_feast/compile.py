@@ -2,13 +2,15 @@
 
 Per signal ``search``: a Parquet ``FileSource`` ``search_source``, a ``PushSource``
 ``search_push`` backed by it, and a ``StreamFeatureView`` ``search`` whose rows are the
-signal's events, all keyed by the shared ``user`` entity.
+signal's events, all keyed by the shared ``user`` entity. Per segment ``active_trip_planner``:
+the same three objects named ``segment_active_trip_planner*``, whose rows are membership changes.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from usp_feast.definitions import Definitions, load_definitions
 from usp_feast.durations import format_duration
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.query_features import StoreAddress, history_function, history_source
-from usp_feast.spec import SignalSpec
+from usp_feast.spec import SegmentSpec, SignalSpec
 
 # Feast warns that every StreamFeatureView is alpha, on each construction and registry load,
 # and its own import resets filters to show it; it says nothing about a user's definitions.
@@ -36,6 +38,7 @@ __all__ = [
     "compile_definitions",
     "history_view",
     "repo_objects",
+    "segment_view",
     "signal_view",
     "store_address",
 ]
@@ -129,6 +132,52 @@ def signal_view(spec: SignalSpec) -> tuple[Any, Any, SignalView]:
     return view.batch_source, view.stream_source, view
 
 
+# The membership a segment view serves; ``in_segment`` is re-checked against ``expires_at`` when
+# read (usp_feast.online_store), so an expired member is never served as one.
+SEGMENT_FEATURES: tuple[tuple[str, FeastType], ...] = (
+    ("in_segment", Bool),
+    ("entered_at", UnixTimestamp),
+    ("expires_at", UnixTimestamp),
+    ("change", String),
+    ("reason", String),
+)
+
+
+def segment_view(spec: SegmentSpec) -> tuple[Any, Any, SignalView]:
+    """The Feast objects of one segment: file source, push source and membership view.
+
+    The view has no TTL: how long a membership lasts is the segment's rule, applied at read
+    time from ``expires_at``.
+    """
+    offline = FileSource(
+        name=f"{spec.view}_source",
+        path=f"data/segments/{spec.name}",
+        timestamp_field="event_ts",
+        description=f"Membership changes of segment {spec.name}",
+    )
+    view = SignalView(
+        name=spec.view,
+        source=PushSource(name=spec.push_source, batch_source=offline),
+        entities=[USER],
+        ttl=timedelta(0),
+        schema=[Field(name="event_id", dtype=String)]
+        + [Field(name=name, dtype=dtype) for name, dtype in SEGMENT_FEATURES],
+        timestamp_field="event_ts",
+        online=True,
+        description=spec.description or spec.rules().describe(),
+        owner=spec.owner,
+        tags={
+            "usp.kind": "segment",
+            "usp.segment": spec.name,
+            "usp.topic": spec.topic,
+            RETENTION_TAG: format_duration(spec.retention),
+        },
+    )
+    view.entity_columns = [Field(name="user_id", dtype=Int64)]
+    view = SignalView.from_proto(view.to_proto())
+    return view.batch_source, view.stream_source, view
+
+
 def _feature_type(aggregate: AggregateSpec, field_type: str | None) -> FeastType:
     if aggregate.kind in ("count", "count_distinct"):
         return Int64
@@ -189,6 +238,10 @@ def compile_definitions(
             if address is None:
                 raise ValueError(f"signal {spec.name} has query_features: pass the store address")
             history.append(history_view(spec, view, address))
+    for segment in sorted(definitions.segments, key=lambda s: s.name):
+        offline, push, view = segment_view(segment)
+        sources += [offline, push]
+        views.append(view)
     return FeastObjects(
         entities=(USER,), sources=tuple(sources), views=tuple(views), on_demand_views=tuple(history)
     )

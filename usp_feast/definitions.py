@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
-from usp_feast.spec import FIELD_TYPES, SignalSpec
+from usp_feast.filters import FilterError, parse_filter
+from usp_feast.spec import FIELD_TYPES, SegmentSpec, SignalSpec
 
 __all__ = [
     "DefinitionError",
@@ -67,6 +68,7 @@ class Definitions:
 
     repo: Path
     signals: tuple[SignalSpec, ...]
+    segments: tuple[SegmentSpec, ...] = ()
 
     def signal(self, name: str) -> SignalSpec:
         """The signal called ``name``.
@@ -80,6 +82,46 @@ class Definitions:
                 return spec
         known = ", ".join(s.name for s in self.signals) or "none"
         raise KeyError(f"unknown signal {name!r}; known signals: {known}")
+
+    def job_definition(self, name: str) -> SignalSpec | SegmentSpec:
+        """The signal or segment called ``name`` (what ``usp run NAME`` starts).
+
+        Raises:
+            KeyError: With a message listing both kinds.
+
+        """
+        for spec in (*self.signals, *self.segments):
+            if spec.name == name:
+                return spec
+        signals = ", ".join(s.name for s in self.signals) or "none"
+        segments = ", ".join(s.name for s in self.segments) or "none"
+        raise KeyError(
+            f"unknown signal or segment {name!r}; signals: {signals}; segments: {segments}"
+        )
+
+    def topics(self, specs: Sequence[SignalSpec | SegmentSpec]) -> list[str]:
+        """Every Kafka topic the jobs of ``specs`` read or write, without repeats."""
+        topics: list[str] = []
+        for spec in specs:
+            if isinstance(spec, SignalSpec):
+                topics += [spec.source.topic, spec.signal_topic, spec.dead_letter_topic]
+            else:
+                topics += [self.signal(n).signal_topic for n in spec.rules().signals]
+                topics += [spec.topic, spec.late_topic]
+        return list(dict.fromkeys(topics))
+
+    def segment(self, name: str) -> SegmentSpec:
+        """The segment called ``name``.
+
+        Raises:
+            KeyError: With a message listing the known segments.
+
+        """
+        for spec in self.segments:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.segments) or "none"
+        raise KeyError(f"unknown segment {name!r}; known segments: {known}")
 
 
 def validation_dir(repo: Path) -> Path:
@@ -111,8 +153,32 @@ def check_definitions(
     """Like :func:`load_definitions`, but return the problems instead of raising."""
     repo = Path(repo).resolve()
     problems: list[Problem] = []
-    signals: list[tuple[SignalSpec, Path, CommentedMap]] = []
-    folder = repo / "signals"
+    signals = _load_folder(repo, "signals", SignalSpec, problems)
+    segments = _load_folder(repo, "segments", SegmentSpec, problems)
+    problems.extend(_duplicate_names(signals, "signal"))
+    problems.extend(_duplicate_names(segments, "segment"))
+    problems.extend(_reserved_signal_names(signals))
+    known = {spec.name: spec for spec, _, _ in signals}
+    for spec, shown, document in segments:
+        problems.extend(_check_segment_signals(spec, known, shown, document))
+    if check_imports:
+        for spec, shown, document in signals:
+            problems.extend(_check_transform(spec, repo, shown, _line_of(document, ("transform",))))
+            problems.extend(_check_suite(spec, repo, shown, _line_of(document, ("validation",))))
+    definitions = Definitions(
+        repo=repo,
+        signals=tuple(s for s, _, _ in signals),
+        segments=tuple(s for s, _, _ in segments),
+    )
+    return definitions, problems
+
+
+def _load_folder(
+    repo: Path, folder_name: str, model: type[Any], problems: list[Problem]
+) -> list[tuple[Any, Path, CommentedMap]]:
+    """Validate every YAML file of one definitions folder; problems are appended."""
+    loaded: list[tuple[Any, Path, CommentedMap]] = []
+    folder = repo / folder_name
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
     for path in files:
         shown = _shown(path, repo)
@@ -120,16 +186,11 @@ def check_definitions(
         if error:
             problems.append(error)
             continue
-        spec, found = _validate(SignalSpec, document, shown)
+        spec, found = _validate(model, document, shown)
         problems.extend(found)
         if spec is not None:
-            signals.append((spec, shown, document))
-    problems.extend(_duplicate_names(signals))
-    if check_imports:
-        for spec, shown, document in signals:
-            problems.extend(_check_transform(spec, repo, shown, _line_of(document, ("transform",))))
-            problems.extend(_check_suite(spec, repo, shown, _line_of(document, ("validation",))))
-    return Definitions(repo=repo, signals=tuple(s for s, _, _ in signals)), problems
+            loaded.append((spec, shown, document))
+    return loaded
 
 
 def load_transform(spec: SignalSpec, repo: Path) -> Any:
@@ -280,10 +341,10 @@ def _line_of(document: CommentedMap, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _duplicate_names(signals: list[tuple[SignalSpec, Path, CommentedMap]]) -> list[Problem]:
+def _duplicate_names(loaded: list[tuple[Any, Path, CommentedMap]], kind: str) -> list[Problem]:
     first: dict[str, tuple[Path, int | None]] = {}
     problems = []
-    for spec, shown, document in signals:
+    for spec, shown, document in loaded:
         line = _line_of(document, ("name",))
         if spec.name in first:
             other, other_line = first[spec.name]
@@ -292,11 +353,57 @@ def _duplicate_names(signals: list[tuple[SignalSpec, Path, CommentedMap]]) -> li
                     shown,
                     line,
                     "name",
-                    f"signal {spec.name!r} is already defined in {other}:{other_line}",
+                    f"{kind} {spec.name!r} is already defined in {other}:{other_line}",
                 )
             )
         else:
             first[spec.name] = (shown, line)
+    return problems
+
+
+def _reserved_signal_names(signals: list[tuple[SignalSpec, Path, CommentedMap]]) -> list[Problem]:
+    # Segment feature views and job configs are named segment_<name>.
+    return [
+        Problem(
+            shown,
+            _line_of(document, ("name",)),
+            "name",
+            "names starting with 'segment_' are reserved for segment views; rename the signal",
+        )
+        for spec, shown, document in signals
+        if spec.name.startswith("segment_")
+    ]
+
+
+def _check_segment_signals(
+    spec: SegmentSpec, known: dict[str, SignalSpec], shown: Path, document: CommentedMap
+) -> list[Problem]:
+    """Every signal a segment names exists, and its filters fit that signal's fields."""
+    problems = []
+    conditions = [(("trigger",), spec.trigger)] + [
+        (("exit", i), condition) for i, condition in enumerate(spec.exit)
+    ]
+    for loc, condition in conditions:
+        where = ".".join(str(p) for p in loc)
+        signal = known.get(condition.signal)
+        if signal is None:
+            names = ", ".join(sorted(known)) or "none"
+            problems.append(
+                Problem(
+                    shown,
+                    _line_of(document, (*loc, "signal")),
+                    f"{where}.signal",
+                    f"unknown signal {condition.signal!r}; defined signals: {names}",
+                )
+            )
+            continue
+        if condition.where is not None:
+            try:
+                parse_filter(condition.where).check({"event_id": "string", **signal.fields})
+            except FilterError as exc:
+                problems.append(
+                    Problem(shown, _line_of(document, (*loc, "where")), f"{where}.where", str(exc))
+                )
     return problems
 
 

@@ -11,10 +11,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import redis
 from feast import FeatureStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -24,7 +25,7 @@ from usp_feast.codec import from_json_value, oneof_for
 from usp_feast.online_store import VersionedRedisOnlineStore
 from usp_feast.store import StoreUnavailableError
 
-__all__ = ["FeastSink", "OverlappedWriter"]
+__all__ = ["FeastSink", "OverlappedWriter", "SegmentSink", "retrying"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +85,95 @@ class FeastSink:
             def send() -> None:
                 self.provider.online_write_batch(self.store.config, self.view, data, None)
 
-        delay = 0.05
-        while True:
-            try:
-                send()
-                return
-            except (StoreUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
-                # Blocking here backpressures the job instead of losing or crashing.
-                logger.warning("store write failed (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF_S)
+        retrying(send)
 
     def describe(self) -> dict[str, Any]:
         """What this sink writes to, for logs."""
         return {"view": self.view.name, "project": self.store.config.project}
+
+
+def retrying(send: Callable[[], None]) -> None:
+    """Call ``send`` until it succeeds, backing off while Redis is unavailable.
+
+    Blocking here backpressures the job instead of losing rows or crashing.
+    """
+    delay = 0.05
+    while True:
+        try:
+            send()
+            return
+        except (StoreUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("store write failed (%s); retrying in %.2fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+
+class SegmentSink:
+    """Writes a segment's membership changes to every place they are read from.
+
+    History through Feast (online), the members index, and the offline Parquet store (training
+    sets). A change is a row of :meth:`usp_feast.segments.MembershipChange.to_row`.
+    """
+
+    def __init__(self, repo: Path, segment: str) -> None:
+        from usp_feast.membership import MembersIndex
+        from usp_feast.offline import ParquetParts
+        from usp_feast.online_store import store_from_config
+
+        self.segment = segment
+        self.history = FeastSink(repo, f"segment_{segment}")
+        store = store_from_config(self.history.store.config)
+        self.index = MembersIndex(store.client, project=store.project, prefix=store.prefix)
+        folder = Path(self.history.view.batch_source.path)
+        self.offline = ParquetParts(
+            folder if folder.is_absolute() else repo / folder, OFFLINE_SEGMENT
+        )
+
+    def write(self, changes: Sequence[Mapping[str, Any]]) -> None:
+        """History first, so a listed member always has the record behind it; retries.
+
+        Offline rows are buffered until :meth:`checkpoint`.
+        """
+        if not changes:
+            return
+        self.history.write(changes)
+        retrying(lambda: self.index.apply(self.segment, changes))
+        self.offline.add([_offline_row(c) for c in changes])
+
+    def checkpoint(self) -> None:
+        """Write the buffered offline rows (called before each checkpoint barrier passes)."""
+        self.offline.flush()
+
+
+# The offline rows of a segment view: what `get_historical_features` joins point in time.
+OFFLINE_SEGMENT = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("event_id", pa.string()),
+        ("event_ts", pa.timestamp("ms", tz="UTC")),
+        ("in_segment", pa.bool_()),
+        ("entered_at", pa.timestamp("ms", tz="UTC")),
+        ("expires_at", pa.timestamp("ms", tz="UTC")),
+        ("change", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def _offline_row(change: Mapping[str, Any]) -> dict[str, Any]:
+    def moment(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+    return {
+        "user_id": int(change["user_id"]),
+        "event_id": change["event_id"],
+        "event_ts": datetime.fromisoformat(str(change["event_ts"]).replace("Z", "+00:00")),
+        "in_segment": bool(change["in_segment"]),
+        "entered_at": moment(change["entered_at"]),
+        "expires_at": moment(change["expires_at"]),
+        "change": change["change"],
+        "reason": change["reason"],
+    }
 
 
 class OverlappedWriter:

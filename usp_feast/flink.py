@@ -42,7 +42,7 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.jobs import SignalJobConfig
+from usp_feast.jobs import SegmentJobConfig, SignalJobConfig
 
 __all__ = [
     "RECORD_BATCH",
@@ -50,6 +50,8 @@ __all__ = [
     "JobRuntime",
     "build_job",
     "jar_paths",
+    "java_operator",
+    "kafka_sink",
     "latest_checkpoint",
     "micro_batches",
     "unbatch",
@@ -112,9 +114,11 @@ class JobRuntime:
 
 
 def build_job(
-    configs: Sequence[SignalJobConfig], runtime: JobRuntime
+    configs: Sequence[SignalJobConfig | SegmentJobConfig], runtime: JobRuntime
 ) -> StreamExecutionEnvironment:
-    """One Flink job running the pipelines of ``configs`` (several signals may share a job)."""
+    """One Flink job running the pipelines of ``configs`` (signals and segments may share one)."""
+    from usp_feast.flink_segments import add_segment
+
     first = configs[0]
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
@@ -140,7 +144,10 @@ def build_job(
     env.enable_checkpointing(first.checkpoint_interval_ms)
     t_env = StreamTableEnvironment.create(env)
     for config in configs:
-        _add_signal(env, t_env, config, runtime)
+        if isinstance(config, SegmentJobConfig):
+            add_segment(env, t_env, config, runtime)
+        else:
+            _add_signal(env, t_env, config, runtime)
     return env
 
 
@@ -195,14 +202,14 @@ def _add_signal(
             Duration.of_millis(config.watermark_out_of_orderness_ms)
         )
     ).uid(f"{config.signal}-watermarks").sink_to(
-        _kafka_sink(runtime.bootstrap_servers, config.signal_topic)
+        kafka_sink(runtime.bootstrap_servers, config.signal_topic)
     ).name(f"signal topic {config.signal_topic}").uid(f"{config.signal}-signal-sink")
     dead_letters = (
         unbatch(results, 2, -1, f"dead letters {config.signal}")
         .start_new_chain()
         .uid(f"{config.signal}-dead-letters")
     )
-    dead_letters.sink_to(_kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)).name(
+    dead_letters.sink_to(kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)).name(
         f"dead letters {config.dead_letter_topic}"
     ).uid(f"{config.signal}-dlq-sink")
 
@@ -213,7 +220,7 @@ def micro_batches(raw: DataStream, max_rows: int, max_delay_ms: int, name: str) 
     Uses the project's Java ``MicroBatcher`` (``java/``, built by setup).
     """
     operator = get_gateway().jvm.io.uspfeast.flink.MicroBatcher(max_rows, max_delay_ms)
-    return _java_operator(raw, name, RECORD_BATCH, operator)
+    return java_operator(raw, name, RECORD_BATCH, operator)
 
 
 def unbatch(results: DataStream, field: int, timestamp_field: int, name: str) -> DataStream:
@@ -223,15 +230,17 @@ def unbatch(results: DataStream, field: int, timestamp_field: int, name: str) ->
     field holds each record's timestamp (epoch ms). Uses the project's Java ``Unbatcher``.
     """
     operator = get_gateway().jvm.io.uspfeast.flink.Unbatcher(field, timestamp_field)
-    return _java_operator(results, name, Types.STRING(), operator)
+    return java_operator(results, name, Types.STRING(), operator)
 
 
-def _java_operator(stream: DataStream, name: str, out_type: Any, operator: Any) -> DataStream:
+def java_operator(stream: DataStream, name: str, out_type: Any, operator: Any) -> DataStream:
+    """Apply one of the project's Java stream operators (``java/``) to ``stream``."""
     j_stream = stream._j_data_stream.transform(name, out_type.get_java_type_info(), operator)
     return DataStream(j_stream)
 
 
-def _kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
+def kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
+    """An at-least-once Kafka sink of string records (readers are idempotent downstream)."""
     return (
         KafkaSink.builder()
         .set_bootstrap_servers(bootstrap)

@@ -1,6 +1,7 @@
 """Streaming job configs generated from definitions (pure: no Flink, no Kafka).
 
-One JSON file per signal, next to the job entry point in ``streaming/``. The files carry what
+One JSON file per signal (``<signal>.json``) and per segment (``segment_<name>.json``), next to
+the job entry point in ``streaming/``. The files carry what
 the job does, never where services live or secrets: Kafka bootstrap servers come from
 ``USP_KAFKA_BOOTSTRAP`` (or the local stack) and Redis from the repository's
 ``feature_store.yaml`` when the job starts. Output is deterministic, so a diff of
@@ -11,13 +12,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from usp_feast.definitions import Definitions
-from usp_feast.spec import SignalSpec
+from usp_feast.spec import SegmentSpec, SignalSpec
 
-__all__ = ["SignalJobConfig", "job_config", "load_job_config", "render_job_configs"]
+__all__ = [
+    "JobConfig",
+    "SegmentInput",
+    "SegmentJobConfig",
+    "SignalJobConfig",
+    "config_file",
+    "job_config",
+    "load_job_config",
+    "render_job_configs",
+    "segment_job_config",
+]
 
 
 class SignalJobConfig(BaseModel):
@@ -25,6 +37,7 @@ class SignalJobConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    kind: Literal["signal"] = "signal"
     signal: str
     source_topic: str
     signal_topic: str
@@ -41,6 +54,50 @@ class SignalJobConfig(BaseModel):
     buffer_timeout_ms: int = 5
 
 
+class SegmentInput(BaseModel):
+    """A signal a segment job listens to, and where it is published."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signal: str
+    topic: str
+
+
+class SegmentJobConfig(BaseModel):
+    """Everything a segment job needs to run, independent of the deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["segment"] = "segment"
+    segment: str
+    inputs: tuple[SegmentInput, ...]
+    segment_topic: str
+    late_topic: str
+    consumer_group: str
+    watermark_out_of_orderness_ms: int = 5_000
+    """How far out of event-time order input may arrive and still be applied."""
+    idle_advance_ms: int = 2_000
+    """With no input for this long, event time runs on with the clock (expiry timers fire)."""
+    checkpoint_interval_ms: int = 2_000
+    batch_max_delay_ms: int = 10
+    batch_max_rows: int = 500
+    buffer_timeout_ms: int = 5
+
+    @property
+    def name(self) -> str:
+        """The job's part name (used in operator names and uids)."""
+        return f"segment_{self.segment}"
+
+
+JobConfig = Annotated[SignalJobConfig | SegmentJobConfig, Field(discriminator="kind")]
+_JOB_CONFIG: TypeAdapter[SignalJobConfig | SegmentJobConfig] = TypeAdapter(JobConfig)
+
+
+def config_file(spec: SignalSpec | SegmentSpec) -> str:
+    """File name of a definition's job config in ``streaming/``."""
+    return f"{spec.name}.json" if isinstance(spec, SignalSpec) else f"{spec.view}.json"
+
+
 def job_config(spec: SignalSpec) -> SignalJobConfig:
     """The job config of one signal, with the platform's defaults."""
     return SignalJobConfig(
@@ -53,15 +110,33 @@ def job_config(spec: SignalSpec) -> SignalJobConfig:
     )
 
 
+def segment_job_config(spec: SegmentSpec, definitions: Definitions) -> SegmentJobConfig:
+    """The job config of one segment: its input signals' topics and its output topics."""
+    return SegmentJobConfig(
+        segment=spec.name,
+        inputs=tuple(
+            SegmentInput(signal=name, topic=definitions.signal(name).signal_topic)
+            for name in spec.rules().signals
+        ),
+        segment_topic=spec.topic,
+        late_topic=spec.late_topic,
+        consumer_group=f"usp.segment.{spec.name}",
+    )
+
+
 def render_job_configs(definitions: Definitions) -> dict[str, str]:
-    """File name → JSON text of every signal job (deterministic bytes)."""
+    """File name → JSON text of every signal and segment job (deterministic bytes)."""
+    configs: dict[str, BaseModel] = {}
+    for spec in sorted(definitions.signals, key=lambda s: s.name):
+        configs[config_file(spec)] = job_config(spec)
+    for segment in sorted(definitions.segments, key=lambda s: s.name):
+        configs[config_file(segment)] = segment_job_config(segment, definitions)
     return {
-        f"{spec.name}.json": json.dumps(job_config(spec).model_dump(), indent=2, sort_keys=True)
-        + "\n"
-        for spec in sorted(definitions.signals, key=lambda s: s.name)
+        name: json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        for name, config in configs.items()
     }
 
 
-def load_job_config(path: Path) -> SignalJobConfig:
-    """Read a generated job config."""
-    return SignalJobConfig.model_validate_json(path.read_text())
+def load_job_config(path: Path) -> SignalJobConfig | SegmentJobConfig:
+    """Read a generated job config (either kind)."""
+    return _JOB_CONFIG.validate_json(path.read_text())

@@ -29,6 +29,7 @@ from usp_feast import devstack
 from usp_feast.codec import from_json_value, oneof_for, to_json_value
 from usp_feast.durations import parse_duration
 from usp_feast.keys import entity_tag
+from usp_feast.segments import is_member
 from usp_feast.store import VersionedStore, connect, now_micros
 from usp_feast.versions import Record, from_micros, to_micros
 
@@ -188,12 +189,14 @@ class VersionedRedisOnlineStore(OnlineStore):
         )
         oneofs = self._field_oneofs(table)
         wanted = requested_features or list(oneofs)
+        segment = (table.tags or {}).get("usp.kind") == "segment"
+        now_ms = now_micros() // 1000
         result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
         for record in records:
             if record is None:
                 result.append((None, None))
                 continue
-            stored = record.fields
+            stored = _served_membership(record.fields, now_ms) if segment else record.fields
             values = {name: from_json_value(stored.get(name), oneofs.get(name)) for name in wanted}
             result.append((from_micros(record.event_ts), values))
         return result
@@ -234,6 +237,21 @@ class VersionedRedisOnlineStore(OnlineStore):
             oneofs = {f.name: oneof_for(f.dtype.to_value_type()) for f in table.features}
             self._oneofs[cache_key] = oneofs
         return oneofs
+
+
+def _served_membership(stored: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    """A stored membership change as Feast serves it at ``now_ms``.
+
+    Expiry holds at read time (a member whose ``expires_at`` passed is not one, even before
+    the job's timer fires), and Feast's timestamps are whole seconds where the store keeps ms.
+    """
+    expires_at, entered_at = stored.get("expires_at"), stored.get("entered_at")
+    return {
+        **stored,
+        "in_segment": is_member(bool(stored.get("in_segment")), expires_at, now_ms),
+        "entered_at": None if entered_at is None else entered_at // 1000,
+        "expires_at": None if expires_at is None else expires_at // 1000,
+    }
 
 
 def _entity(entity_key: EntityKeyProto) -> str:

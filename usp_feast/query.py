@@ -21,8 +21,10 @@ from usp_feast.aggregates import AggregateError, AggregateSpec, aggregate_all
 from usp_feast.definitions import load_definitions
 from usp_feast.filters import Filter, FilterError, parse_filter
 from usp_feast.limits import MAX_SIGNALS_MERGED, MAX_WINDOW, MAX_WINDOW_EVENTS
+from usp_feast.membership import CursorError, MembersIndex, MembersPage
+from usp_feast.segments import is_member, iso_ms
 from usp_feast.sessions import Session, SessionEvent, SessionSpec, sessionize
-from usp_feast.spec import SignalSpec
+from usp_feast.spec import SegmentSpec, SignalSpec
 from usp_feast.store import (
     AsyncRecentReader,
     ScanLimitError,
@@ -39,10 +41,12 @@ __all__ = [
     "MAX_WINDOW",
     "MAX_WINDOW_EVENTS",
     "LimitExceededError",
+    "Membership",
     "QueryError",
     "RepoSettings",
     "SignalClient",
     "SignalEvent",
+    "UnknownSegmentError",
     "UnknownSignalError",
     "record_dict",
 ]
@@ -58,6 +62,10 @@ class QueryError(ValueError):
 
 class UnknownSignalError(QueryError, LookupError):
     """The repository defines no signal of that name."""
+
+
+class UnknownSegmentError(QueryError, LookupError):
+    """The repository defines no segment of that name."""
 
 
 class LimitExceededError(QueryError):
@@ -92,6 +100,59 @@ class SignalEvent:
                 self.event_id, to_micros(self.event_time), to_micros(self.processed_at), self.fields
             )
         )
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A user's membership of one segment as known at a time (now, or ``at``).
+
+    Attributes:
+        segment: Segment name.
+        user_id: The user, as stored (text).
+        in_segment: Member at that time (an expiry that has passed counts, timer or not).
+        entered_at: Start of the membership (the newest one, when no longer a member).
+        expires_at: When it ends (or ended).
+        change: The last change before that time: entered, renewed, exited or expired.
+        reason: Why that change happened.
+        changed_at: Event time of that change.
+
+    """
+
+    segment: str
+    user_id: str
+    in_segment: bool
+    entered_at: datetime
+    expires_at: datetime
+    change: str
+    reason: str
+    changed_at: datetime
+
+    @classmethod
+    def from_record(cls, segment: str, user_id: str, record: Record, at_ms: int) -> Membership:
+        """The membership a stored change record gives at ``at_ms``."""
+        fields = record.fields
+        return cls(
+            segment=segment,
+            user_id=user_id,
+            in_segment=is_member(bool(fields.get("in_segment")), fields.get("expires_at"), at_ms),
+            entered_at=from_micros(int(fields["entered_at"]) * 1000),
+            expires_at=from_micros(int(fields["expires_at"]) * 1000),
+            change=str(fields.get("change")),
+            reason=str(fields.get("reason")),
+            changed_at=from_micros(record.event_ts),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (ISO-8601 UTC times)."""
+        return {
+            "segment": self.segment,
+            "in_segment": self.in_segment,
+            "entered_at": iso_ms(to_micros(self.entered_at) // 1000),
+            "expires_at": iso_ms(to_micros(self.expires_at) // 1000),
+            "change": self.change,
+            "reason": self.reason,
+            "changed_at": iso_ms(to_micros(self.changed_at) // 1000),
+        }
 
 
 def record_dict(record: Record, keep: frozenset[str] | None = None) -> dict[str, Any]:
@@ -159,10 +220,13 @@ class SignalClient:
         store: VersionedStore,
         signals: Iterable[SignalSpec],
         async_reader: AsyncRecentReader | None = None,
+        segments: Iterable[SegmentSpec] = (),
     ) -> None:
         self.store = store
         self.async_reader = async_reader
         self._signals = {spec.name: spec for spec in signals}
+        self._segments = {spec.name: spec for spec in segments}
+        self.members_index = MembersIndex(store.client, project=store.project, prefix=store.prefix)
 
     @classmethod
     def from_repo(cls, path: Path | str) -> SignalClient:
@@ -178,12 +242,92 @@ class SignalClient:
             prefix=settings.key_prefix,
             cluster=cluster,
         )
-        return cls(store, load_definitions(repo, check_imports=False).signals, reader)
+        definitions = load_definitions(repo, check_imports=False)
+        return cls(store, definitions.signals, reader, definitions.segments)
 
     @property
     def signals(self) -> list[str]:
         """Names of the signals this client can query."""
         return sorted(self._signals)
+
+    @property
+    def segment_names(self) -> list[str]:
+        """Names of the segments this client can query."""
+        return sorted(self._segments)
+
+    def segment_spec(self, segment: str) -> SegmentSpec:
+        """The definition of a segment.
+
+        Raises:
+            UnknownSegmentError: Naming the known segments.
+
+        """
+        try:
+            return self._segments[segment]
+        except KeyError:
+            known = ", ".join(self.segment_names) or "none"
+            raise UnknownSegmentError(
+                f"unknown segment {segment!r}; known segments: {known}"
+            ) from None
+
+    def membership(
+        self, user_id: int | str, segment: str, at: datetime | None = None
+    ) -> Membership | None:
+        """A user's membership of ``segment`` at ``at`` (default now); None if never a member.
+
+        With ``at``, the answer comes from the membership history (point in time): the newest
+        change at or before ``at``, with its expiry checked against ``at``.
+
+        Raises:
+            UnknownSegmentError: The segment is not defined.
+            QueryError: ``at`` has no timezone.
+
+        """
+        view = self.segment_spec(segment).view
+        user = str(user_id)
+        if at is None:
+            record = self.store.latest(view, [user])[0]
+            at_ms = now_micros() // 1000
+        else:
+            at_us = _aware_micros(at, "at")
+            found = self.store.recent(view, user, until=at_us, limit=1)
+            record, at_ms = (found[0] if found else None), at_us // 1000
+        return None if record is None else Membership.from_record(segment, user, record, at_ms)
+
+    def in_segment(self, user_id: int | str, segment: str, at: datetime | None = None) -> bool:
+        """True when the user is a member of ``segment`` now (or at ``at``, from history).
+
+        Example: ``client.in_segment(42, "active_trip_planner")`` → ``True``.
+        """
+        found = self.membership(user_id, segment, at)
+        return found is not None and found.in_segment
+
+    def segments(self, user_id: int | str, at: datetime | None = None) -> list[Membership]:
+        """The segments the user is a member of now (or at ``at``), by segment name."""
+        found = [self.membership(user_id, name, at) for name in self.segment_names]
+        return [m for m in found if m is not None and m.in_segment]
+
+    def members(
+        self, segment: str, cursor: str | None = None, limit: int = DEFAULT_LIMIT
+    ) -> MembersPage:
+        """A page of the segment's current members, newest entry first.
+
+        Pass the page's ``next_cursor`` to get the next one; a page may hold fewer than
+        ``limit`` members (expired members are skipped) and the listing ends when
+        ``next_cursor`` is None. Each page costs Redis O(log N + limit), whatever N.
+
+        Raises:
+            UnknownSegmentError: The segment is not defined.
+            QueryError: A cursor this API did not hand out, or ``limit`` outside 1..1000.
+
+        """
+        self.segment_spec(segment)
+        if not 1 <= limit <= MAX_LIMIT:
+            raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+        try:
+            return self.members_index.page(segment, cursor=cursor, limit=limit)
+        except CursorError as exc:
+            raise QueryError(str(exc)) from None
 
     def spec(self, signal: str) -> SignalSpec:
         """The definition of a signal.
@@ -437,8 +581,8 @@ class SignalClient:
             raise QueryError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
         if within is not None and within <= timedelta(0):
             raise QueryError(f"within must be a positive duration, got {within}")
-        if as_of is not None and as_of.tzinfo is None:
-            raise QueryError("as_of must be timezone-aware (UTC), got a naive datetime")
+        if as_of is not None:
+            _aware_micros(as_of, "as_of")
         if order not in ("newest", "oldest"):
             raise QueryError(f"order must be 'newest' or 'oldest', got {order!r}")
         try:
@@ -484,3 +628,9 @@ class SignalClient:
 def _field_types(spec: SignalSpec) -> dict[str, str]:
     """A signal's filterable fields and their types (``event_id`` included)."""
     return {"event_id": "string", **spec.fields}
+
+
+def _aware_micros(moment: datetime, name: str) -> int:
+    if moment.tzinfo is None:
+        raise QueryError(f"{name} must be timezone-aware (UTC), got a naive datetime")
+    return to_micros(moment)

@@ -1,6 +1,6 @@
 """Start signal jobs on the local Flink mini-cluster: topics, environment, process.
 
-The job itself is ``streaming/signal_job.py``; this module prepares what it needs (Kafka topics,
+The job itself is ``streaming/usp_job.py``; this module prepares what it needs (Kafka topics,
 ``JAVA_HOME``, generated configs) and runs it as a child process in its own process group, so
 stopping ``usp run`` stops the JVM it started as well.
 """
@@ -32,7 +32,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ENTRY_POINT = Path(__file__).resolve().parents[1] / "streaming" / "signal_job.py"
+ENTRY_POINT = Path(__file__).resolve().parents[1] / "streaming" / "usp_job.py"
 
 
 class RunnerError(RuntimeError):

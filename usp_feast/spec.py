@@ -21,6 +21,7 @@ from usp_feast.aggregates import AggregateError, AggregateSpec
 from usp_feast.durations import format_duration, parse_duration
 from usp_feast.filters import FilterError, parse_filter
 from usp_feast.limits import MAX_WINDOW
+from usp_feast.segments import SegmentRules, SignalCondition
 
 __all__ = [
     "FIELD_TYPES",
@@ -28,6 +29,8 @@ __all__ = [
     "Duration",
     "FieldType",
     "QueryFeatureSpec",
+    "SegmentSpec",
+    "SignalConditionSpec",
     "SignalSpec",
     "SourceSpec",
 ]
@@ -71,6 +74,15 @@ class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _parsed_filter(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_filter(value)
+        except FilterError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class SourceSpec(_Spec):
     """Where a signal's raw events come from."""
 
@@ -87,7 +99,9 @@ class QueryFeatureSpec(_Spec):
 
     aggregate: str = Field(description="count, count_distinct:F, top_k:F:K, min/max/avg/sum:F")
     within: Duration = Field(description="window before the request, at most 7d")
-    where: str | None = Field(None, description="optional filter, e.g. guests >= 2")
+    where: Annotated[str | None, AfterValidator(_parsed_filter)] = Field(
+        None, description="optional filter, e.g. guests >= 2"
+    )
 
     @field_validator("aggregate")
     @classmethod
@@ -103,16 +117,6 @@ class QueryFeatureSpec(_Spec):
     def _bounded(cls, value: timedelta) -> timedelta:
         if not timedelta(0) < value <= MAX_WINDOW:
             raise ValueError(f"must be longer than zero and at most {MAX_WINDOW.days}d")
-        return value
-
-    @field_validator("where")
-    @classmethod
-    def _filter_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_filter(value)
-            except FilterError as exc:
-                raise ValueError(str(exc)) from None
         return value
 
 
@@ -189,3 +193,101 @@ class SignalSpec(_Spec):
     def dead_letter_topic(self) -> str:
         """Kafka topic receiving events that fail validation."""
         return f"usp.dlq.{self.name}"
+
+
+class SignalConditionSpec(_Spec):
+    """A signal, optionally narrowed by a filter on its fields."""
+
+    signal: Identifier = Field(description="name of a signal defined in signals/")
+    where: Annotated[str | None, AfterValidator(_parsed_filter)] = Field(
+        None, description="optional filter on the signal's fields, e.g. guests >= 2"
+    )
+
+    def condition(self) -> SignalCondition:
+        """The pure-core form."""
+        return SignalCondition(
+            self.signal, None if self.where is None else parse_filter(self.where)
+        )
+
+
+class SegmentSpec(_Spec):
+    """A live cohort: a trigger puts a user in, re-triggers extend, an exit or inactivity ends it.
+
+    Example:
+        >>> spec = SegmentSpec(
+        ...     name="active_trip_planner", owner="growth-team",
+        ...     trigger={"signal": "search"}, exit=[{"signal": "booking"}],
+        ...     expires_after="14d")
+        >>> spec.view, spec.topic
+        ('segment_active_trip_planner', 'usp.segment.active_trip_planner')
+
+    """
+
+    name: Identifier
+    description: str = ""
+    owner: Annotated[str, StringConstraints(min_length=1)]
+    trigger: SignalConditionSpec = Field(description="the signal event that puts a user in")
+    expires_after: Duration = Field(description="inactivity expiry, reset by every re-trigger")
+    start_delay: Duration = Field(timedelta(0), description="membership starts this much later")
+    max_membership: Duration | None = Field(None, description="hard cap from entry")
+    exit: list[SignalConditionSpec] = Field(
+        default_factory=list, description="signal events that take a member out"
+    )
+    cooldown: Duration = Field(timedelta(0), description="no re-entry this long after leaving")
+    retention: Duration = Field(
+        timedelta(days=365), description="how long membership history is kept"
+    )
+
+    @field_validator("expires_after", "max_membership", "retention")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    @field_validator("start_delay", "cooldown")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _delay_within_expiry(self) -> SegmentSpec:
+        if self.start_delay >= self.expires_after:
+            raise ValueError(
+                f"start_delay ({format_duration(self.start_delay)}) must be shorter than "
+                f"expires_after ({format_duration(self.expires_after)})"
+            )
+        return self
+
+    def rules(self) -> SegmentRules:
+        """The rules the pure core applies."""
+        return SegmentRules(
+            trigger=self.trigger.condition(),
+            exits=tuple(e.condition() for e in self.exit),
+            expires_after=self.expires_after,
+            start_delay=self.start_delay,
+            max_membership=self.max_membership,
+            cooldown=self.cooldown,
+        )
+
+    @property
+    def view(self) -> str:
+        """Name of the Feast feature view serving the membership."""
+        return f"segment_{self.name}"
+
+    @property
+    def push_source(self) -> str:
+        """Name of the view's Feast push source."""
+        return f"{self.view}_push"
+
+    @property
+    def topic(self) -> str:
+        """Kafka topic of the membership changes."""
+        return f"usp.segment.{self.name}"
+
+    @property
+    def late_topic(self) -> str:
+        """Kafka topic auditing input that arrived behind the job's watermark."""
+        return f"usp.late.segment.{self.name}"

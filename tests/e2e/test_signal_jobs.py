@@ -8,66 +8,24 @@ change nothing readers see, and a SIGKILL mid-stream must lose nothing.
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.conftest import copy_repo
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, write_isolated_configs
 from usp_feast import SignalClient
 from usp_feast.definitions import load_definitions
-from usp_feast.kafka_io import consume_all, end_offsets, produce_events
-from usp_feast.runner import ensure_topics, job_command, job_environment, write_configs
+from usp_feast.kafka_io import consume_all, produce_events
+from usp_feast.runner import ensure_topics
 
 pytestmark = pytest.mark.e2e
-
-JOB_START_TIMEOUT = 180
-
-
-class Job:
-    """One `streaming/signal_job.py` process group running every signal of a repo."""
-
-    def __init__(self, repo: Path, streaming: Path, checkpoints: Path, log: Path) -> None:
-        self.command = job_command(sorted(streaming.glob("*.json")), repo, checkpoints)
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                env=job_environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def check_alive(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"the job exited with {self.process.returncode}:\n{tail}")
 
 
 @pytest.fixture(scope="module")
@@ -79,35 +37,17 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
     feast = Path(sys.executable).with_name("feast")
     applied = subprocess.run([str(feast), "apply"], cwd=repo, capture_output=True, text=True)
     assert applied.returncode == 0, applied.stderr[-3000:]
-    definitions = load_definitions(repo)
-    write_configs(definitions, root / "streaming")
-    topics = [
-        t
-        for s in definitions.signals
-        for t in (s.source.topic, s.signal_topic, s.dead_letter_topic)
-    ]
+    topics = write_isolated_configs(load_definitions(repo), root / "streaming", prefix)
     ensure_topics(stack.kafka, topics)
-    job = Job(repo, root / "streaming", root / "checkpoints", root / "job.log")
+    signal_configs = [
+        p for p in sorted((root / "streaming").glob("*.json")) if "segment_" not in p.name
+    ]
+    job = Job(repo, signal_configs, root / "checkpoints", root / "job.log")
     job.start()
     client = SignalClient.from_repo(repo)
     yield {"repo": repo, "prefix": prefix, "job": job, "client": client, "kafka": stack.kafka}
     job.stop()
     client.store.drop_project()
-
-
-def wait_for(condition: Callable[[], bool], job: Job, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.check_alive()
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def ts(minutes_ago: float) -> str:
-    moment = datetime.now(UTC) - timedelta(minutes=minutes_ago)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def search(user: int, event_id: str, minutes_ago: float, city: str, **extra) -> dict:
@@ -142,9 +82,7 @@ def test_valid_events_are_stored_and_bad_ones_dead_lettered(pipeline: dict) -> N
         ),
         ("bad user", orjson.dumps(search(-4, "b4", 1, "Paris")), "user_id"),
     ]
-    # The shared output topics may hold a long history (demo, benchmarks): read only what is new.
-    dlq_start = end_offsets(kafka, "usp.dlq.search")
-    signal_start = end_offsets(kafka, "usp.signal.search")
+    dlq_topic, signal_topic = f"{prefix}usp.dlq.search", f"{prefix}usp.signal.search"
     records = [(topic, orjson.dumps(e)) for e in good] + [(topic, raw) for _, raw, _ in bad]
     records.append((topic, orjson.dumps(good[0])))  # an exact duplicate
     produce_events(kafka, records)
@@ -162,7 +100,7 @@ def test_valid_events_are_stored_and_bad_ones_dead_lettered(pipeline: dict) -> N
 
     letters = [
         orjson.loads(r)
-        for r in consume_all(kafka, "usp.dlq.search", idle_seconds=3, start=dlq_start)
+        for r in consume_all(kafka, dlq_topic, idle_seconds=3)
         if orjson.loads(r)["source"]["topic"] == topic
     ]
     assert len(letters) == len(bad)
@@ -175,10 +113,7 @@ def test_valid_events_are_stored_and_bad_ones_dead_lettered(pipeline: dict) -> N
         assert words in reasons, f"{label}: {reasons}"
         assert letter["source"]["offset"] >= len(good)
 
-    published = [
-        orjson.loads(r)
-        for r in consume_all(kafka, "usp.signal.search", idle_seconds=2, start=signal_start)
-    ]
+    published = [orjson.loads(r) for r in consume_all(kafka, signal_topic, idle_seconds=2)]
     mine = {
         r["event_id"] for r in published if r["user_id"] == user and r["event_id"].startswith("g")
     }

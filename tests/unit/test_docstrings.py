@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.unit
         ("usp_feast.contracts", True),
         ("usp_feast.pipeline", True),
         ("usp_feast.sessions", True),
+        ("usp_feast.segments", True),
+        ("usp_feast.offline", True),
         ("usp_feast.aggregates", True),
         ("usp_feast.filters", True),
         ("usp_feast.feast_sink", True),
@@ -27,10 +30,10 @@ pytestmark = pytest.mark.unit
         ("usp_feast.versions", False),
     ],
 )
-def test_docstring_examples_pass(module_name: str, has_examples: bool) -> None:
+def test_docstring_examples_pass(module_name: str, has_examples: bool, tmp_path: Path) -> None:
     module = importlib.import_module(module_name)
 
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(module, extraglobs={"tmp": tmp_path}, optionflags=doctest.ELLIPSIS)
 
     assert result.failed == 0
     if has_examples:

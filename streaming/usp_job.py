@@ -1,13 +1,13 @@
-r"""Deployable entry point of the signal jobs.
+r"""Deployable entry point of the generated jobs (signals and segments).
 
 Local mini-cluster (what ``usp run`` does)::
 
-    python streaming/signal_job.py --repo feature_repo streaming/search.json [more configs]
+    python streaming/usp_job.py --repo feature_repo streaming/search.json [more configs]
 
 Flink cluster (the same file, unchanged)::
 
-    flink run -py streaming/signal_job.py -pyexec /path/to/venv/bin/python \
-        --repo feature_repo streaming/search.json
+    flink run -py streaming/usp_job.py -pyexec /path/to/venv/bin/python \
+        --repo feature_repo streaming/search.json streaming/segment_active_trip_planner.json
 
 (the job sets ``pipeline.jars`` to the Kafka connector jars itself, see ``usp_feast.flink``).
 
@@ -18,6 +18,7 @@ Kafka comes from ``USP_KAFKA_BOOTSTRAP`` (default: the local stack), Redis from 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import site
@@ -34,15 +35,20 @@ def main() -> None:
     args = parser.parse_args()
     repo = args.repo.resolve()
     # Thread mode runs Python inside the JVM, which PyFlink starts on first use: this
-    # interpreter's packages and the repository (transform classes) must be on its path first.
-    os.environ["PYTHONPATH"] = os.pathsep.join([*site.getsitepackages(), str(repo)])
+    # interpreter's packages, usp_feast itself (an editable install is found through a .pth
+    # file, which PYTHONPATH entries do not read) and the repository (transform classes)
+    # must be on its path first.
+    package_root = Path(importlib.util.find_spec("usp_feast").origin).parents[1]
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [*site.getsitepackages(), str(package_root), str(repo)]
+    )
 
     from usp_feast import devstack
     from usp_feast.flink import JobRuntime, build_job
     from usp_feast.jobs import load_job_config
 
     configs = [load_job_config(path) for path in args.configs]
-    name = "+".join(c.signal for c in configs)
+    name = "+".join(c.signal if c.kind == "signal" else c.name for c in configs)
     checkpoints = args.checkpoints or devstack.state_dir() / "checkpoints" / name
     checkpoints.mkdir(parents=True, exist_ok=True)
     runtime = JobRuntime(
@@ -52,7 +58,7 @@ def main() -> None:
         parallelism=args.parallelism,
     )
     logging.basicConfig(level=logging.WARNING)
-    build_job(configs, runtime).execute(f"usp signals: {name}")
+    build_job(configs, runtime).execute(f"usp: {name}")
 
 
 if __name__ == "__main__":
