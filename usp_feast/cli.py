@@ -11,10 +11,14 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from usp_feast.durations import DurationError, parse_duration
+
+if TYPE_CHECKING:
+    from usp_feast.spec import SegmentSpec, SignalSpec
 
 __all__ = ["main"]
 
@@ -115,7 +119,7 @@ def run(
         raise click.UsageError("name one or more signals or segments, or pass --all")
     try:
         definitions = load_definitions(repo)
-        specs = (
+        specs: list[SignalSpec | SegmentSpec] = (
             [*definitions.signals, *definitions.segments]
             if run_all
             else [definitions.job_definition(n) for n in names]
@@ -241,6 +245,72 @@ def query(
         data = event.to_dict()
         table.add_row(*(str(data.get(c, "")) for c in columns))
     Console().print(table)
+
+
+@main.command()
+@click.argument("user_id", type=int)
+@click.option("--at", help="Answer for this time (from history), ISO-8601 with zone.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@REPO_OPTION
+def segments(user_id: int, at: str | None, as_json: bool, repo: Path) -> None:
+    """Print USER_ID's segment memberships now (or at --at): every segment, in or out."""
+    from usp_feast.query import QueryError, SignalClient
+    from usp_feast.store import StoreUnavailableError
+
+    try:
+        moment = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None
+        client = SignalClient.from_repo(repo)
+        found = {name: client.membership(user_id, name, moment) for name in client.segment_names}
+    except (QueryError, StoreUnavailableError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(f"--at: {exc}") from None
+    if as_json:
+        for name, membership in found.items():
+            click.echo(json.dumps(membership.to_dict() if membership else {"segment": name}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"user {user_id} · segments", title_justify="left")
+    table.add_column("segment", no_wrap=True)
+    for column in ("member", "since", "until", "last change"):
+        table.add_column(column)
+    for name, m in found.items():
+        if m is None:
+            table.add_row(name, "never", "", "", "")
+        else:
+            table.add_row(
+                name,
+                "yes" if m.in_segment else "no",
+                f"{m.entered_at:%Y-%m-%d %H:%M:%S}",
+                f"{m.expires_at:%Y-%m-%d %H:%M:%S}",
+                f"{m.change}: {m.reason}",
+            )
+    Console().print(table)
+
+
+@main.command()
+@click.argument("segment")
+@click.option("--limit", type=int, default=50, show_default=True, help="Members per page.")
+@click.option("--cursor", help="next_cursor of the previous page.")
+@REPO_OPTION
+def members(segment: str, limit: int, cursor: str | None, repo: Path) -> None:
+    """Print a page of SEGMENT's current members, newest entry first, then the next cursor."""
+    from usp_feast.query import QueryError, SignalClient
+    from usp_feast.segments import iso_ms
+    from usp_feast.store import StoreUnavailableError
+
+    try:
+        page = SignalClient.from_repo(repo).members(segment, cursor=cursor, limit=limit)
+    except (QueryError, StoreUnavailableError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for member in page.members:
+        click.echo(
+            f"{member.user_id}\tentered {iso_ms(member.entered_at_ms)}"
+            f"\texpires {iso_ms(member.expires_at_ms)}"
+        )
+    click.echo(f"next cursor: {page.next_cursor}" if page.next_cursor else "(end of listing)")
 
 
 @main.command()

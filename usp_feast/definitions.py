@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
+import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ class Definitions:
             KeyError: With a message listing both kinds.
 
         """
-        for spec in (*self.signals, *self.segments):
+        specs: tuple[SignalSpec | SegmentSpec, ...] = (*self.signals, *self.segments)
+        for spec in specs:
             if spec.name == name:
                 return spec
         signals = ", ".join(s.name for s in self.signals) or "none"
@@ -310,11 +312,21 @@ def _pattern_hint(loc: tuple[Any, ...]) -> str:
 def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for part in path:
+        if isinstance(part, int):  # a list item: the list's element type holds the keys
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
-        current = field.annotation
+        current = _model_in(field.annotation)
     return list(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model inside ``list[Model]`` or ``Model | None`` (else the annotation itself)."""
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
 
 
 def _plain(node: Any) -> Any:

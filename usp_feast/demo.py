@@ -59,9 +59,11 @@ def run_demo(
     FeatureStore(repo_path=str(repo)).apply(list(repo_objects(repo).values()))
     streaming = repo.parent / "streaming"
     configs = sorted(write_configs(definitions, streaming))
-    topics = _topics(definitions)
-    ensure_topics(kafka, topics)
-    console.print(f"{len(definitions.signals)} signals registered; job configs in {streaming}")
+    ensure_topics(kafka, definitions.topics([*definitions.signals, *definitions.segments]))
+    console.print(
+        f"{len(definitions.signals)} signals and {len(definitions.segments)} segments registered;"
+        f" job configs in {streaming}"
+    )
 
     console.rule("[bold]2. Flink job: Kafka → contract → transform → versioned store")
     log = devstack.state_dir() / "demo-job.log"
@@ -122,14 +124,6 @@ def run_demo(
         f"{sum(stats.dead_letters.values())} dead letters; job stopped"
     )
     return stats
-
-
-def _topics(definitions: Definitions) -> list[str]:
-    return [
-        topic
-        for spec in definitions.signals
-        for topic in (spec.source.topic, spec.signal_topic, spec.dead_letter_topic)
-    ]
 
 
 def _produce(kafka: str, users: int, rate: float, stats: DemoStats, stop: threading.Event) -> None:
@@ -209,12 +203,22 @@ def _view(
                 f"{k}={v}" for k, v in event.fields.items() if k not in ("event_id", "user_id")
             )
             table.add_row(moment.strftime("%H:%M:%S.%f")[:-3], name, event.event_id, values)
+        memberships = [
+            f"{m.segment} since {m.entered_at:%H:%M:%S}, until {m.expires_at:%Y-%m-%d %H:%M}"
+            for m in client.segments(user)
+        ]
+        table.caption = "segments: " + ("; ".join(memberships) or "none")
+        table.caption_justify = "left"
         parts.append(table)
-    summary = Table("produced", "dead letters by signal", "top reasons", expand=True)
+    summary = Table(
+        "produced", "dead letters by signal", "top reasons", "segment members", expand=True
+    )
     summary.add_row(
         "\n".join(f"{k}: {v}" for k, v in sorted(stats.produced.items())),
         "\n".join(f"{k}: {v}" for k, v in sorted(stats.dead_letters.items())) or "none yet",
         "\n".join(f"{k}: {v}" for k, v in stats.reasons.most_common(4)) or "none yet",
+        "\n".join(f"{name}: {client.members_index.count(name)}" for name in client.segment_names)
+        or "no segments",
     )
     parts.append(summary)
     return Group(*parts), any_signal

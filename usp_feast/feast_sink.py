@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import redis
-from feast import FeatureStore
+from feast import FeatureStore, FileSource
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
@@ -124,7 +124,10 @@ class SegmentSink:
         self.history = FeastSink(repo, f"segment_{segment}")
         store = store_from_config(self.history.store.config)
         self.index = MembersIndex(store.client, project=store.project, prefix=store.prefix)
-        folder = Path(self.history.view.batch_source.path)
+        source = self.history.view.batch_source
+        if not isinstance(source, FileSource):
+            raise TypeError(f"{self.history.view.name}: the offline source must be a FileSource")
+        folder = Path(source.path)
         self.offline = ParquetParts(
             folder if folder.is_absolute() else repo / folder, OFFLINE_SEGMENT
         )

@@ -27,6 +27,7 @@ __all__ = [
     "config_file",
     "job_config",
     "load_job_config",
+    "parse_job_config",
     "render_job_configs",
     "segment_job_config",
 ]
@@ -139,4 +140,9 @@ def render_job_configs(definitions: Definitions) -> dict[str, str]:
 
 def load_job_config(path: Path) -> SignalJobConfig | SegmentJobConfig:
     """Read a generated job config (either kind)."""
-    return _JOB_CONFIG.validate_json(path.read_text())
+    return parse_job_config(path.read_text())
+
+
+def parse_job_config(text: str) -> SignalJobConfig | SegmentJobConfig:
+    """A job config from its JSON text (either kind)."""
+    return _JOB_CONFIG.validate_json(text)

@@ -114,7 +114,7 @@ class MembersIndex:
                 user = str(change["user_id"])
                 if change["in_segment"]:
                     pipe.zadd(members, {user: int(change["entered_at"])})
-                    pipe.hset(expiries, user, int(change["expires_at"]))
+                    pipe.hset(expiries, user, str(int(change["expires_at"])))
                 else:
                     pipe.zrem(members, user)
                     pipe.hdel(expiries, user)

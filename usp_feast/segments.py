@@ -325,6 +325,7 @@ class SegmentLogic:
         assert state.entered_at is not None and state.expires_at is not None
         at = event.at_ms
         _saw_trigger(state, event)
+        newest = state.last_trigger or at
         if at < state.entered_at:
             # A late trigger from before this membership began: when the membership it
             # started would have lasted until then, the user has been in since this trigger.
@@ -332,9 +333,9 @@ class SegmentLogic:
             if not chains or (state.left_at is not None and at < state.left_at):
                 return []
             state.entered_at = at
-            state.expires_at = self._planned_end(at, state.last_trigger)
+            state.expires_at = self._planned_end(at, newest)
             return [self._change(ENTERED, event.event_id, at, state, f"trigger {event.signal}")]
-        renewed = self._planned_end(state.entered_at, state.last_trigger)
+        renewed = self._planned_end(state.entered_at, newest)
         if renewed <= state.expires_at:
             return []  # the hard maximum is reached
         state.expires_at = renewed

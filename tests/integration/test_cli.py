@@ -96,3 +96,43 @@ def test_query_errors_are_one_clear_line(applied_repo: Path) -> None:
     bad_window = usp("query", "1", "search", "--within", "soon", "--repo", str(applied_repo))
     assert bad_window.returncode == 1 and "invalid duration 'soon'" in bad_window.stderr
     assert "Traceback" not in bad_signal.stderr + bad_window.stderr
+
+
+def test_segments_and_members_commands(applied_repo: Path) -> None:
+    from usp_feast.feast_sink import SegmentSink
+    from usp_feast.segments import iso_ms
+    from usp_feast.store import now_micros
+
+    now = now_micros() // 1000
+    SegmentSink(applied_repo, "active_trip_planner").write(
+        [
+            {
+                "segment": "active_trip_planner",
+                "user_id": "3101",
+                "change": "entered",
+                "event_id": "s1",
+                "event_ts": iso_ms(now),
+                "in_segment": True,
+                "entered_at": now,
+                "expires_at": now + 3_600_000,
+                "reason": "trigger search",
+            }
+        ]
+    )
+
+    lines = usp("segments", "3101", "--json", "--repo", str(applied_repo))
+    assert lines.returncode == 0, lines.stderr
+    [membership] = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert (membership["segment"], membership["in_segment"]) == ("active_trip_planner", True)
+    table = usp("segments", "3101", "--repo", str(applied_repo))
+    assert "active_trip_planner" in table.stdout and "yes" in table.stdout
+
+    listing = usp("members", "active_trip_planner", "--limit", "1000", "--repo", str(applied_repo))
+    assert listing.returncode == 0, listing.stderr
+    assert any(line.startswith("3101\t") for line in listing.stdout.splitlines())
+
+    unknown = usp("members", "nope", "--repo", str(applied_repo))
+    assert unknown.returncode == 1 and "unknown segment 'nope'" in unknown.stderr
+    bad_at = usp("segments", "3101", "--at", "noon", "--repo", str(applied_repo))
+    assert bad_at.returncode == 1 and "--at:" in bad_at.stderr
+    assert "Traceback" not in unknown.stderr + bad_at.stderr

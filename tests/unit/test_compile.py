@@ -111,7 +111,13 @@ def test_every_signal_is_keyed_by_the_one_user_entity(compiled: FeastObjects) ->
 
 
 def test_views_follow_definition_names_in_order(compiled: FeastObjects) -> None:
-    assert [v.name for v in compiled.views] == ["booking", "search", "view", "wishlist"]
+    assert [v.name for v in compiled.views] == [
+        "booking",
+        "search",
+        "view",
+        "wishlist",
+        "segment_active_trip_planner",
+    ]
 
 
 def test_repo_objects_names_everything_feast_apply_registers() -> None:
@@ -120,6 +126,7 @@ def test_repo_objects_names_everything_feast_apply_registers() -> None:
     assert names == sorted(
         ["user", "search_history"]
         + [f"{s}{suffix}" for s in EXPECTED for suffix in ("", "_push", "_source")]
+        + [f"segment_active_trip_planner{suffix}" for suffix in ("", "_push", "_source")]
     )
 
 
@@ -263,3 +270,20 @@ def test_query_features_become_one_on_demand_view_per_signal(compiled: FeastObje
         "searches_24h": [0, 0],
         "top_cities_24h": [[""], [""]],
     }
+
+
+def test_a_segment_compiles_to_a_membership_view_without_ttl(compiled: FeastObjects) -> None:
+    view = _view(compiled, "segment_active_trip_planner")
+    assert view.ttl == timedelta(0)  # expiry is the segment's rule, applied at read time
+    assert {f.name: f.dtype for f in view.features if f.name != "user_id"} == {
+        "event_id": String,
+        "in_segment": Bool,
+        "entered_at": UnixTimestamp,
+        "expires_at": UnixTimestamp,
+        "change": String,
+        "reason": String,
+    }
+    assert view.tags["usp.kind"] == "segment"
+    assert view.tags["usp.retention"] == "365d"
+    assert view.stream_source.name == "segment_active_trip_planner_push"
+    assert view.batch_source.path == "data/segments/active_trip_planner"

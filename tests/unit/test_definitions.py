@@ -429,3 +429,99 @@ def test_the_example_repository_loads_without_problems() -> None:
     assert problems == []
     assert sorted(s.name for s in definitions.signals) == ["booking", "search", "view", "wishlist"]
     assert definitions.signal("search").source.topic == "events.search"
+
+
+# A valid segment over the valid `search` signal (and a `booking` that does not exist).
+#  1 name  3 trigger  4 trigger.signal  5 trigger.where  6 expires_after  7 exit  8 exit.0.signal
+SEGMENT = """\
+name: planner
+owner: growth-team
+trigger:
+  signal: search
+  where: guests >= 2
+expires_after: 14d
+exit:
+  - signal: search
+    where: query == "cancel"
+"""
+PLANNER = Path("segments/planner.yaml")
+
+
+def write_segment(repo: Repo, text: str) -> None:
+    (repo.path / "segments").mkdir(exist_ok=True)
+    (repo.path / "segments" / "planner.yaml").write_text(text)
+
+
+def test_a_valid_segment_loads_with_its_rules(repo: Repo) -> None:
+    repo.valid()
+    write_segment(repo, SEGMENT)
+    definitions = load_definitions(repo.path)
+    segment = definitions.segment("planner")
+    assert segment.rules().describe() == (
+        'enter on search where guests >= 2, leave on search where query == "cancel" '
+        "or after 2w without search"
+    )
+    assert definitions.job_definition("planner") is segment
+    assert definitions.topics([segment]) == [
+        "usp.signal.search",
+        "usp.segment.planner",
+        "usp.late.segment.planner",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "field", "words"),
+    [
+        (
+            "  signal: search\n  where",
+            "  signal: serch\n  where",
+            4,
+            "trigger.signal",
+            "unknown signal 'serch'; defined signals: search",
+        ),
+        ("guests >= 2", 'city == "x"', 5, "trigger.where", "unknown field 'city' in filter"),
+        ("guests >= 2", "guests >=", 5, "trigger.where", "expected a value"),
+        ("expires_after: 14d", "expires_after: 14days", 6, "expires_after", "invalid duration"),
+        (
+            "expires_after: 14d",
+            "expires_after: 14d\nstart_delay: 14d",
+            1,
+            "",
+            "start_delay (2w) must be shorter than expires_after (2w)",
+        ),
+        (
+            "expires_after: 14d",
+            "expires_after: 14d\ncooldown: 1x",
+            7,
+            "cooldown",
+            "invalid duration",
+        ),
+        ("    where: query", "    wher: query", 9, "exit.0.wher", "did you mean 'where'?"),
+    ],
+)
+def test_segment_problems_name_file_line_and_field(
+    repo: Repo, old: str, new: str, line: int, field: str, words: str
+) -> None:
+    repo.valid()
+    assert old in SEGMENT
+    write_segment(repo, SEGMENT.replace(old, new, 1))
+    problem = repo.only_problem()
+    assert (problem.file, problem.line, problem.field) == (PLANNER, line, field)
+    assert words in problem.message, problem.message
+
+
+def test_a_signal_named_like_a_segment_view_is_rejected(repo: Repo) -> None:
+    repo.valid(old="name: search", new="name: segment_x")
+    problem = repo.only_problem()
+    assert (problem.field, problem.line) == ("name", 1)
+    assert "reserved for segment views" in problem.message
+
+
+def test_asking_for_an_unknown_segment_or_job_lists_the_known_ones(repo: Repo) -> None:
+    repo.valid()
+    write_segment(repo, SEGMENT)
+    definitions = load_definitions(repo.path)
+    with pytest.raises(KeyError, match="unknown segment 'nope'; known segments: planner"):
+        definitions.segment("nope")
+    with pytest.raises(KeyError, match="signals: search; segments: planner"):
+        definitions.job_definition("nope")

@@ -11,7 +11,12 @@ from click.testing import CliRunner
 
 from usp_feast.cli import main
 from usp_feast.definitions import load_definitions
-from usp_feast.jobs import SignalJobConfig, render_job_configs
+from usp_feast.jobs import (
+    SegmentJobConfig,
+    SignalJobConfig,
+    parse_job_config,
+    render_job_configs,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_configs_name_the_topics_of_each_signal() -> None:
     rendered = render_job_configs(load_definitions(ROOT / "feature_repo"))
-    assert sorted(rendered) == ["booking.json", "search.json", "view.json", "wishlist.json"]
+    assert sorted(rendered) == [
+        "booking.json",
+        "search.json",
+        "segment_active_trip_planner.json",
+        "view.json",
+        "wishlist.json",
+    ]
     search = SignalJobConfig.model_validate_json(rendered["search.json"])
     assert (search.source_topic, search.signal_topic, search.dead_letter_topic) == (
         "events.search",
@@ -29,6 +40,20 @@ def test_configs_name_the_topics_of_each_signal() -> None:
     )
     assert search.suite == "search.json"
     assert "bootstrap" not in rendered["search.json"]  # endpoints come from the environment
+
+
+def test_a_segment_config_names_its_input_and_output_topics() -> None:
+    rendered = render_job_configs(load_definitions(ROOT / "feature_repo"))
+    config = parse_job_config(rendered["segment_active_trip_planner.json"])
+    assert isinstance(config, SegmentJobConfig)
+    assert [(i.signal, i.topic) for i in config.inputs] == [
+        ("search", "usp.signal.search"),
+        ("booking", "usp.signal.booking"),
+    ]
+    assert (config.segment_topic, config.late_topic) == (
+        "usp.segment.active_trip_planner",
+        "usp.late.segment.active_trip_planner",
+    )
 
 
 def test_rendering_is_deterministic_and_matches_the_checked_in_files() -> None:
