@@ -358,6 +358,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--events", type=int, default=None)
+    parser.add_argument(
+        "--only", choices=["throughput", "freshness", "listing"], help="run one part only"
+    )
     args = parser.parse_args()
     args.events = args.events or (20_000 if args.quick else 100_000)
     members = 100_000 if args.quick else 1_000_000

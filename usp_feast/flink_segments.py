@@ -25,7 +25,9 @@ from typing import Any
 
 from pyflink.common import Row, Types, WatermarkStrategy
 from pyflink.datastream import (
+    DataStream,
     KeyedProcessFunction,
+    KeyedStream,
     MapFunction,
     OutputTag,
     RuntimeContext,
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 # StringBatcher output: (change rows as JSON, whether a checkpoint barrier follows).
 CHANGE_BATCH = Types.ROW([Types.OBJECT_ARRAY(Types.STRING()), Types.BOOLEAN()])
 # WriteMembership output: (topic messages, event ms per message), for the Unbatcher.
+# What the keyed function receives per signal event: (row JSON, topic).
+SIGNAL_ROW = Types.ROW([Types.STRING(), Types.STRING()])
 _MESSAGES = Types.ROW([Types.LIST(Types.STRING()), Types.LIST(Types.LONG())])
 LATE = OutputTag("late", Types.STRING())
 
@@ -87,7 +91,7 @@ def add_segment(
         .uid(f"{name}-watermarks")
     )
     changes = (
-        signals.key_by(user_of, key_type=Types.STRING())
+        by_user(signals, f"user keys {name}")
         .process(SegmentMembership(config, runtime.repo), output_type=Types.STRING())
         .name(f"membership {config.segment}")
         .uid(f"{name}-membership")
@@ -110,18 +114,31 @@ def add_segment(
     ).name(f"late input {config.late_topic}").uid(f"{name}-late-sink")
 
 
-def user_of(row: Row) -> str:
-    """The key of a signal row: its user id, as text."""
-    import orjson
+def by_user(signals: DataStream, name: str) -> KeyedStream:
+    """``signals.key_by(user id)``, with the key read in Java (``UserKeys``).
 
-    return str(orjson.loads(row[0])["user_id"])
+    PyFlink's ``key_by`` runs the key selector in a Python operator of its own (one more
+    JVM-to-Python crossing per record); this builds the same keyed stream, ``(key, row)``
+    pairs partitioned by PyFlink's ``KeyByKeySelector``, from a Java operator instead.
+    """
+    gateway = get_gateway()
+    keyed_rows = java_operator(
+        signals,
+        name,
+        Types.ROW([Types.STRING(), SIGNAL_ROW]),
+        gateway.jvm.io.uspfeast.flink.UserKeys(),
+    )
+    j_keyed = keyed_rows._j_data_stream.keyBy(
+        gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, SIGNAL_ROW, signals)
 
 
 class SegmentMembership(KeyedProcessFunction):
     """Keyed by user: loads the user's MembershipState, applies the logic, saves it back.
 
-    The event-time timer always sits at :meth:`SegmentLogic.deadline` (expiry, or the end of
-    a start delay); the previous one is deleted when the deadline moves.
+    The state is saved with the time of the user's event-time timer, which fires at or before
+    :meth:`SegmentLogic.deadline` (expiry, or the end of a start delay).
     """
 
     def __init__(self, config: SegmentJobConfig, repo: Path) -> None:
@@ -150,8 +167,15 @@ class SegmentMembership(KeyedProcessFunction):
 
         from usp_feast.segments import SegmentEvent
 
-        text, topic, _ = value
+        text, topic = value
         at = ctx.timestamp()
+        try:
+            row = orjson.loads(text)
+            event = SegmentEvent(self.signal_of[topic], str(row["event_id"]), at, row)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            # Signal topics carry rows the signal jobs wrote; anything else is set aside.
+            yield LATE, self._aside(topic, text, f"not a signal row ({exc!r}); not applied")
+            return
         watermark = ctx.timer_service().current_watermark()
         if at <= watermark:
             # Still applied (the logic treats what it contradicts as stale), but decisions
@@ -160,20 +184,15 @@ class SegmentMembership(KeyedProcessFunction):
             self.late_count += 1
             if self.late_count == 1 or self.late_count % 1000 == 0:
                 logger.warning("%d input events arrived behind the watermark", self.late_count)
-            yield (
-                LATE,
-                orjson.dumps(
-                    {
-                        "segment": self.config.segment,
-                        "topic": topic,
-                        "reason": f"event time {at} ms arrived behind the watermark {watermark} ms",
-                        "event": text,
-                    }
-                ).decode(),
-            )
-        row = orjson.loads(text)
-        event = SegmentEvent(self.signal_of.get(topic, ""), str(row["event_id"]), at, row)
+            reason = f"event time {at} ms arrived behind the watermark {watermark} ms; applied"
+            yield LATE, self._aside(topic, text, reason)
         yield from self._apply(ctx, lambda state: self.logic.on_event(state, event))
+
+    def _aside(self, topic: str, text: str, reason: str) -> str:
+        import orjson
+
+        body = {"segment": self.config.segment, "topic": topic, "reason": reason, "event": text}
+        return orjson.dumps(body).decode()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         """Event time reached a deadline: start or expire the membership."""
@@ -184,17 +203,19 @@ class SegmentMembership(KeyedProcessFunction):
 
         from usp_feast.segments import MembershipState
 
-        state = MembershipState.restore(self.state.value())
-        before = self.logic.deadline(state)
+        saved = self.state.value()
+        state = MembershipState.restore(saved[0] if saved else None)
+        timer = None if saved is None or saved[1] == fired else saved[1]
         changes = step(state)
-        after = self.logic.deadline(state)
-        self.state.update(state.snapshot())
-        timers = ctx.timer_service()
-        if before != after:
-            if before is not None and before != fired:
-                timers.delete_event_time_timer(before)
-            if after is not None:
-                timers.register_event_time_timer(after)
+        deadline = self.logic.deadline(state)
+        # At most one timer per user, never later than the deadline. A renewal (the deadline
+        # moves later, the common case) leaves the timer alone: it fires at the old deadline,
+        # finds nothing due and is set again at the new one. That keeps timer calls off the
+        # per-event path.
+        if deadline is not None and (timer is None or deadline < timer):
+            ctx.timer_service().register_event_time_timer(deadline)
+            timer = deadline
+        self.state.update((state.snapshot(), timer))
         user = ctx.get_current_key()
         for change in changes:
             yield orjson.dumps(change.to_row(self.config.segment, user)).decode()
