@@ -4,12 +4,14 @@ Per segment, one pipeline::
 
     Kafka usp.signal.<trigger and exit signals> (record time = event time)
       → event-time watermarks that keep moving while input is idle (Java)
-      → key by user → SegmentMembership (Python: MembershipState in keyed state, the expiry
-        as an event-time timer, SegmentLogic applied to each event and timer)
+      → UserKeys (Java: the user id) → key by user
+      → SegmentMembership (Python: MembershipState in keyed state, the expiry as an
+        event-time timer, SegmentLogic applied to each event and timer)
       ├→ StringBatcher (Java) → WriteMembership (Python: history through Feast, members
       │    index, offline Parquet part files per checkpoint)
       │    → Unbatcher (Java) → Kafka usp.segment.<name>
-      └→ a copy of input that arrived behind the watermark → Kafka usp.late.segment.<name>
+      └→ input set aside (not a signal row) or applied late (behind the watermark), with the
+           reason → Kafka usp.late.segment.<name>
 
 Crash safety: the membership state and its timers are checkpointed with the source offsets;
 the StringBatcher hands its batch on before each barrier and WriteMembership writes it
@@ -46,9 +48,9 @@ logger = logging.getLogger(__name__)
 
 # StringBatcher output: (change rows as JSON, whether a checkpoint barrier follows).
 CHANGE_BATCH = Types.ROW([Types.OBJECT_ARRAY(Types.STRING()), Types.BOOLEAN()])
-# WriteMembership output: (topic messages, event ms per message), for the Unbatcher.
 # What the keyed function receives per signal event: (row JSON, topic).
 SIGNAL_ROW = Types.ROW([Types.STRING(), Types.STRING()])
+# WriteMembership output: (topic messages, event ms per message), for the Unbatcher.
 _MESSAGES = Types.ROW([Types.LIST(Types.STRING()), Types.LIST(Types.LONG())])
 LATE = OutputTag("late", Types.STRING())
 

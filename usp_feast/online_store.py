@@ -215,7 +215,7 @@ class VersionedRedisOnlineStore(OnlineStore):
             return
         store = self._store(config)
         for table in tables_to_delete:
-            removed = store.drop_view(table.name)
+            removed = store.drop_view(table.name) + _drop_members_index(store, table)
             logger.info("dropped %d keys of removed feature view %s", removed, table.name)
 
     def teardown(
@@ -228,6 +228,7 @@ class VersionedRedisOnlineStore(OnlineStore):
         store = self._store(config)
         for table in tables:
             store.drop_view(table.name)
+            _drop_members_index(store, table)
 
     def _field_oneofs(self, table: FeatureView) -> dict[str, str | None]:
         # Keyed by the schema itself so a re-applied view with new types is not served stale.
@@ -237,6 +238,16 @@ class VersionedRedisOnlineStore(OnlineStore):
             oneofs = {f.name: oneof_for(f.dtype.to_value_type()) for f in table.features}
             self._oneofs[cache_key] = oneofs
         return oneofs
+
+
+def _drop_members_index(store: VersionedStore, table: FeatureView) -> int:
+    """A removed segment view takes its members index with it."""
+    segment = (table.tags or {}).get("usp.segment")
+    if not segment:
+        return 0
+    from usp_feast.membership import MembersIndex
+
+    return MembersIndex(store.client, project=store.project, prefix=store.prefix).drop(segment)
 
 
 def _served_membership(stored: Mapping[str, Any], now_ms: int) -> dict[str, Any]:

@@ -289,5 +289,5 @@ class SegmentSpec(_Spec):
 
     @property
     def late_topic(self) -> str:
-        """Kafka topic auditing input that arrived behind the job's watermark."""
+        """Kafka topic of input applied late (behind the watermark) or set aside, with why."""
         return f"usp.late.segment.{self.name}"

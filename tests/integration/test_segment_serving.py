@@ -286,3 +286,22 @@ def test_training_sets_join_membership_point_in_time(sink: SegmentSink, feature_
     found = found.sort_values("event_timestamp")
     assert list(found["in_segment"]) == [True, False]
     assert list(found["change"]) == ["entered", "exited"]
+
+
+def test_removing_a_segment_view_drops_its_members_index(
+    feature_store, client: SignalClient
+) -> None:
+    # `feast apply` after a segment's YAML is deleted: the view's history and index go.
+    import copy
+
+    gone = copy.copy(feature_store.get_stream_feature_view(f"segment_{SEGMENT}"))
+    gone.name = "segment_gone"
+    gone.tags = {**gone.tags, "usp.segment": "gone"}
+    index = client.members_index
+    index.apply("gone", [{"user_id": "1", "in_segment": True, "entered_at": 1, "expires_at": 2}])
+    assert index.count("gone") == 1
+
+    online = feature_store._get_provider().online_store
+    online.update(feature_store.config, [gone], [], [], [], partial=False)
+
+    assert index.count("gone") == 0
