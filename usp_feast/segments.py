@@ -353,9 +353,8 @@ class SegmentLogic:
         starts = at + self._delay_ms
         if (state.left_at is not None and at < state.left_at) or starts >= exit_at:
             return []
-        if state.status == "out" and state.cooldown_until is not None:
-            if at < state.cooldown_until:
-                return []
+        if state.status == "out" and state.cooldown_until is not None and at < state.cooldown_until:
+            return []
         planned = self._planned_end(starts, at)
         cause = f"start:{event.event_id}" if self._delay_ms else event.event_id
         trigger = f"trigger {event.signal}"
