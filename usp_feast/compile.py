@@ -181,9 +181,11 @@ def segment_view(spec: SegmentSpec) -> tuple[Any, Any, SignalView]:
 def _feature_type(aggregate: AggregateSpec, field_type: str | None) -> FeastType:
     if aggregate.kind in ("count", "count_distinct"):
         return Int64
-    if aggregate.kind == "top_k":
+    if aggregate.kind in ("top_k", "last_k"):
         return Array(FEAST_TYPES[field_type or "string"])
-    if aggregate.kind == "avg" or field_type == "float":
+    if aggregate.kind in ("first_ts", "last_ts"):
+        return String  # ISO-8601 text, as the query API returns it
+    if aggregate.kind in ("avg", "duration") or field_type == "float":
         return Float64
     return Int64
 

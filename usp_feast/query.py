@@ -470,7 +470,10 @@ class SignalClient:
                     spec.check(_field_types(self.spec(name)))
         except AggregateError as exc:
             raise QueryError(str(exc)) from None
-        rows = [r.fields for _, r in self._window(user_id, names, within, as_of, where)]
+        rows = [
+            {**r.fields, "event_ts": from_micros(r.event_ts)}  # for last_k, first_ts, duration
+            for _, r in self._window(user_id, names, within, as_of, where)
+        ]
         try:
             return aggregate_all(specs, rows)
         except AggregateError as exc:

@@ -42,9 +42,11 @@ def placeholder(kind: str, field_type: str | None) -> Any:
     """A value of the feature's type (Feast infers and checks types by calling the function)."""
     if kind in ("count", "count_distinct"):
         return 0
-    if kind == "top_k":
+    if kind in ("top_k", "last_k"):
         return [{"int": 0, "float": 0.0, "bool": False}.get(field_type or "", "")]
-    if kind == "avg" or field_type == "float":
+    if kind in ("first_ts", "last_ts"):
+        return ""
+    if kind in ("avg", "duration") or field_type == "float":
         return 0.0
     return 0
 

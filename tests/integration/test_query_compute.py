@@ -164,6 +164,15 @@ def test_query_time_aggregates_over_a_window(client: SignalClient) -> None:
         USER, "view", ["count"], within=timedelta(hours=2), where='city == "Paris"'
     )
     assert paris == {"count": 9}  # q4, q8, ..., q36 (q0 moved to Oslo)
+    timed = client.aggregate(
+        USER,
+        "view",
+        ["first_ts", "last_ts", "duration", "last_k:city:2"],
+        within=timedelta(minutes=20),
+    )
+    span = datetime.fromisoformat(timed["last_ts"]) - datetime.fromisoformat(timed["first_ts"])
+    assert timed["duration"] == span.total_seconds() == 18 * 60  # q9 at 19 min ... q0 at 1 min
+    assert len(timed["last_k_city"]) == 2
 
 
 def test_on_demand_sessions_merge_signals_by_event_time(client: SignalClient) -> None:

@@ -20,6 +20,7 @@ from usp_feast.compile import (
     USER,
     FeastObjects,
     compile_definitions,
+    history_view,
     repo_objects,
     signal_view,
     store_address,
@@ -287,3 +288,27 @@ def test_a_segment_compiles_to_a_membership_view_without_ttl(compiled: FeastObje
     assert view.tags["usp.retention"] == "365d"
     assert view.stream_source.name == "segment_active_trip_planner_push"
     assert view.batch_source.path == "data/segments/active_trip_planner"
+
+
+def test_streaming_aggregate_kinds_type_their_query_features() -> None:
+    spec = SignalSpec(
+        name="search",
+        owner="o",
+        source={"topic": "events.search"},
+        fields={"city": "string", "guests": "int"},
+        transform="transforms.SearchTransform",
+        retention="30d",
+        validation="search",
+        query_features={
+            "last_cities": {"aggregate": "last_k:city:3", "within": "1h"},
+            "first_search": {"aggregate": "first_ts", "within": "1h"},
+            "span": {"aggregate": "duration", "within": "1h"},
+        },
+    )
+    _, _, view = signal_view(spec)
+    history = history_view(spec, view, store_address(EXAMPLE_REPO))
+    assert {f.name: f.dtype for f in history.features} == {
+        "first_search": String,
+        "last_cities": Array(String),
+        "span": Float64,
+    }

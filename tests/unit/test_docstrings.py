@@ -23,6 +23,7 @@ pytestmark = pytest.mark.unit
         ("usp_feast.sessions", True),
         ("usp_feast.segments", True),
         ("usp_feast.offline", True),
+        ("usp_feast.windows", True),
         ("usp_feast.aggregates", True),
         ("usp_feast.filters", True),
         ("usp_feast.feast_sink", True),
