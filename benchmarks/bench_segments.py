@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -37,13 +36,13 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log, machine_info, percentiles, ratio
-from bench_streaming import rate_between, start, stop, wait_counts
+from bench_streaming import bare_job_rate, rate_between, start, stop, wait_counts
 
 from usp_feast import SignalClient, devstack
 from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import producer
 from usp_feast.membership import MembersIndex
-from usp_feast.runner import ensure_topics, job_command, write_configs
+from usp_feast.runner import ensure_topics, job_command, write_prefixed_configs
 from usp_feast.segments import SegmentEvent, SegmentLogic, replay
 from usp_feast.store import connect
 from usp_feast.traffic import iso
@@ -74,20 +73,6 @@ def make_repo(root: Path, project: str, prefix: str) -> Path:
         config.replace("project: usp_demo", f"project: {project}")
     )
     return repo
-
-
-def isolate(folder: Path, prefix: str) -> list[Path]:
-    """Prefix the platform topics and groups in the generated configs (see tests/e2e)."""
-    for path in folder.glob("*.json"):
-        config = json.loads(path.read_text())
-        for key in ("signal_topic", "dead_letter_topic", "segment_topic", "late_topic"):
-            if key in config:
-                config[key] = prefix + config[key]
-        config["consumer_group"] = prefix + config["consumer_group"]
-        for source in config.get("inputs", []):
-            source["topic"] = prefix + source["topic"]
-        path.write_text(json.dumps(config, indent=2, sort_keys=True))
-    return sorted(folder.glob("*.json"))
 
 
 def signal_rows(count: int, start_ms: int) -> list[tuple[str, int, dict]]:
@@ -146,30 +131,8 @@ def throughput(
     sender.flush(60)
 
     log("baseline: bare PyFlink job over the search signal topic")
-    key = f"uspbench:segbare:{run}"
     searches = sum(1 for kind, _, _ in rows if kind == "search")
-    bare = start(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("bare_job.py")),
-            f"{prefix}usp.signal.search",
-            f"bare-{run}",
-            stack.redis,
-            key,
-        ],
-        work / "bare.log",
-    )
-
-    def bare_count() -> int:
-        value = raw_redis.get(key)
-        return int(value.split()[0]) if value else 0
-
-    try:
-        samples = wait_counts(bare_count, searches - searches % 2000, 600, bare)
-    finally:
-        stop(bare)
-        raw_redis.delete(key)
-    bare_rate = rate_between(samples, searches - searches % 2000)
+    bare_rate = bare_job_rate(stack, f"{prefix}usp.signal.search", run, searches, work, raw_redis)
 
     log("segment job")
     segment_config = [c for c in configs if c.name == f"{VIEW}.json"]
@@ -417,14 +380,8 @@ def main() -> None:
     log("feast apply")
     feast = Path(sys.executable).with_name("feast")
     subprocess.run([str(feast), "apply"], cwd=repo, check=True, capture_output=True)
-    definitions = load_definitions(repo)
-    write_configs(definitions, work / "streaming")
-    configs = isolate(work / "streaming", prefix)
-    topics = [f"{prefix}events.search", f"{prefix}events.booking"] + [
-        prefix + t
-        for t in definitions.topics([*definitions.signals, *definitions.segments])
-        if t.startswith("usp.")
-    ]
+    topics = write_prefixed_configs(load_definitions(repo), work / "streaming", prefix)
+    configs = sorted((work / "streaming").glob("*.json"))
     ensure_topics(stack.kafka, topics)
     client = SignalClient.from_repo(repo)
     raw_redis = redis.Redis.from_url(stack.redis)

@@ -120,6 +120,37 @@ def wait_counts(read_count, total: int, timeout: float, process) -> list[tuple[f
     return samples
 
 
+def bare_job_rate(stack, topic: str, run: str, rows: int, work: Path, raw_redis) -> float | None:
+    """The baseline: rows/s of ``bare_job.py`` (Kafka → per-record Python map) over ``topic``.
+
+    It reports progress every 2,000 rows, so the rate is taken over whole reports.
+    """
+    key = f"uspbench:bare:{run}"
+    total = rows - rows % 2000
+    bare = start(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("bare_job.py")),
+            topic,
+            f"bare-{run}",
+            stack.redis,
+            key,
+        ],
+        work / "bare.log",
+    )
+
+    def bare_count() -> int:
+        value = raw_redis.get(key)
+        return int(value.split()[0]) if value else 0
+
+    try:
+        samples = wait_counts(bare_count, total, 600, bare)
+    finally:
+        stop(bare)
+        raw_redis.delete(key)
+    return rate_between(samples, total)
+
+
 def freshness(client: SignalClient, kafka: str, topic: str, rate: int, seconds: float) -> dict:
     sent: dict[str, int] = {}
     seen: dict[str, int] = {}
@@ -212,29 +243,7 @@ def main() -> None:
         sender.flush(60)
 
         log("baseline: bare PyFlink job (Kafka → Python map → discard)")
-        key = f"uspbench:bare:{run}"
-        bare = start(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("bare_job.py")),
-                topic,
-                f"bare-{run}",
-                stack.redis,
-                key,
-            ],
-            work / "bare.log",
-        )
-
-        def bare_count() -> int:
-            value = raw_redis.get(key)
-            return int(value.split()[0]) if value else 0
-
-        try:
-            samples = wait_counts(bare_count, events - events % 2000, 600, bare)
-        finally:
-            stop(bare)
-            raw_redis.delete(key)
-        bare_rate = rate_between(samples, events - events % 2000)
+        bare_rate = bare_job_rate(stack, topic, run, events, work, raw_redis)
 
         log("signal job: validate + transform + store + signal topic")
         job = start(job_command(configs, repo, work / "checkpoints"), work / "job.log")

@@ -86,15 +86,20 @@ def copy_repo(destination: Path, redis_url: str, project: str, topic_prefix: str
     return repo
 
 
-@pytest.fixture(scope="session")
-def applied_repo(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Path]:
-    """The example repository, copied under a unique project and applied with `feast apply`."""
-    repo = copy_repo(tmp_path_factory.mktemp("repo"), redis_url, _unique("it"))
+def feast_apply(repo: Path) -> None:
+    """`feast apply` in ``repo``, as a user runs it; fails the test with Feast's error."""
     feast = Path(sys.executable).with_name("feast")
     result = subprocess.run(
         [str(feast), "apply"], cwd=repo, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"feast apply failed:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def applied_repo(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Path]:
+    """The example repository, copied under a unique project and applied with `feast apply`."""
+    repo = copy_repo(tmp_path_factory.mktemp("repo"), redis_url, _unique("it"))
+    feast_apply(repo)
     yield repo
     from usp_feast.query import SignalClient
 

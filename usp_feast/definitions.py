@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
@@ -78,11 +78,10 @@ class Definitions:
             KeyError: With a message listing the known signals.
 
         """
-        for spec in self.signals:
-            if spec.name == name:
-                return spec
-        known = ", ".join(s.name for s in self.signals) or "none"
-        raise KeyError(f"unknown signal {name!r}; known signals: {known}")
+        found = _named(self.signals, name)
+        if found is not None:
+            return found
+        raise KeyError(f"unknown signal {name!r}; known signals: {_names(self.signals)}")
 
     def job_definition(self, name: str) -> SignalSpec | SegmentSpec:
         """The signal or segment called ``name`` (what ``usp run NAME`` starts).
@@ -91,14 +90,12 @@ class Definitions:
             KeyError: With a message listing both kinds.
 
         """
-        specs: tuple[SignalSpec | SegmentSpec, ...] = (*self.signals, *self.segments)
-        for spec in specs:
-            if spec.name == name:
-                return spec
-        signals = ", ".join(s.name for s in self.signals) or "none"
-        segments = ", ".join(s.name for s in self.segments) or "none"
+        found = _named(self.signals, name) or _named(self.segments, name)
+        if found is not None:
+            return found
         raise KeyError(
-            f"unknown signal or segment {name!r}; signals: {signals}; segments: {segments}"
+            f"unknown signal or segment {name!r}; signals: {_names(self.signals)}; "
+            f"segments: {_names(self.segments)}"
         )
 
     def topics(self, specs: Sequence[SignalSpec | SegmentSpec]) -> list[str]:
@@ -119,11 +116,21 @@ class Definitions:
             KeyError: With a message listing the known segments.
 
         """
-        for spec in self.segments:
-            if spec.name == name:
-                return spec
-        known = ", ".join(s.name for s in self.segments) or "none"
-        raise KeyError(f"unknown segment {name!r}; known segments: {known}")
+        found = _named(self.segments, name)
+        if found is not None:
+            return found
+        raise KeyError(f"unknown segment {name!r}; known segments: {_names(self.segments)}")
+
+
+_Spec = TypeVar("_Spec", SignalSpec, SegmentSpec)
+
+
+def _named(specs: Sequence[_Spec], name: str) -> _Spec | None:
+    return next((spec for spec in specs if spec.name == name), None)
+
+
+def _names(specs: Sequence[SignalSpec | SegmentSpec]) -> str:
+    return ", ".join(spec.name for spec in specs) or "none"
 
 
 def validation_dir(repo: Path) -> Path:

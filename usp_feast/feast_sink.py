@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from usp_feast.codec import from_json_value, oneof_for
 from usp_feast.online_store import VersionedRedisOnlineStore
+from usp_feast.segments import row_event_ms
 from usp_feast.store import StoreUnavailableError
+from usp_feast.versions import from_micros
 
 __all__ = ["FeastSink", "OverlappedWriter", "SegmentSink", "retrying"]
 
@@ -164,16 +166,13 @@ OFFLINE_SEGMENT = pa.schema(
 
 
 def _offline_row(change: Mapping[str, Any]) -> dict[str, Any]:
-    def moment(ms: int) -> datetime:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
     return {
         "user_id": int(change["user_id"]),
         "event_id": change["event_id"],
-        "event_ts": datetime.fromisoformat(str(change["event_ts"]).replace("Z", "+00:00")),
+        "event_ts": from_micros(row_event_ms(change) * 1000),
         "in_segment": bool(change["in_segment"]),
-        "entered_at": moment(change["entered_at"]),
-        "expires_at": moment(change["expires_at"]),
+        "entered_at": from_micros(change["entered_at"] * 1000),
+        "expires_at": from_micros(change["expires_at"] * 1000),
         "change": change["change"],
         "reason": change["reason"],
     }

@@ -51,6 +51,7 @@ __all__ = [
     "build_job",
     "jar_paths",
     "java_operator",
+    "kafka_rows",
     "kafka_sink",
     "latest_checkpoint",
     "micro_batches",
@@ -157,28 +158,20 @@ def _add_signal(
     config: SignalJobConfig,
     runtime: JobRuntime,
 ) -> None:
-    table = f"raw_{config.signal}"
     # The raw format keeps the original bytes (for dead letters); metadata columns give the
     # source position and the broker's append time.
-    t_env.execute_sql(
-        f"""
-        CREATE TEMPORARY TABLE `{table}` (
+    raw = kafka_rows(
+        t_env,
+        f"raw_{config.signal}",
+        columns="""
           `value` BYTES,
           `partition` INT METADATA VIRTUAL,
           `offset` BIGINT METADATA VIRTUAL,
-          `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
-        ) WITH (
-          'connector' = 'kafka',
-          'topic' = '{config.source_topic}',
-          'properties.bootstrap.servers' = '{runtime.bootstrap_servers}',
-          'properties.group.id' = '{config.consumer_group}',
-          'properties.auto.offset.reset' = 'earliest',
-          'properties.fetch.max.wait.ms' = '20',
-          'scan.startup.mode' = 'group-offsets',
-          'format' = 'raw'
-        )"""
+          `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL""",
+        topics=[config.source_topic],
+        group=config.consumer_group,
+        bootstrap=runtime.bootstrap_servers,
     )
-    raw = t_env.to_data_stream(t_env.from_path(table))
     batches = micro_batches(
         raw, config.batch_max_rows, config.batch_max_delay_ms, f"batch {config.signal}"
     ).uid(f"{config.signal}-batch")
@@ -212,6 +205,37 @@ def _add_signal(
     dead_letters.sink_to(kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)).name(
         f"dead letters {config.dead_letter_topic}"
     ).uid(f"{config.signal}-dlq-sink")
+
+
+def kafka_rows(
+    t_env: StreamTableEnvironment,
+    table: str,
+    *,
+    columns: str,
+    topics: Sequence[str],
+    group: str,
+    bootstrap: str,
+) -> DataStream:
+    """Rows of Kafka ``topics`` (raw format: the value plus the given metadata ``columns``).
+
+    Reads from the consumer group's committed offsets (the earliest on a first start), with a
+    short fetch wait so that a quiet topic does not hold records back.
+    """
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE `{table}` ({columns}
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{";".join(topics)}',
+          'properties.bootstrap.servers' = '{bootstrap}',
+          'properties.group.id' = '{group}',
+          'properties.auto.offset.reset' = 'earliest',
+          'properties.fetch.max.wait.ms' = '20',
+          'scan.startup.mode' = 'group-offsets',
+          'format' = 'raw'
+        )"""
+    )
+    return t_env.to_data_stream(t_env.from_path(table))
 
 
 def micro_batches(raw: DataStream, max_rows: int, max_delay_ms: int, name: str) -> DataStream:

@@ -39,7 +39,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.flink import JobRuntime, java_operator, kafka_sink, unbatch
+from usp_feast.flink import JobRuntime, java_operator, kafka_rows, kafka_sink, unbatch
 from usp_feast.jobs import SegmentJobConfig
 
 __all__ = ["CHANGE_BATCH", "add_segment"]
@@ -63,34 +63,24 @@ def add_segment(
 ) -> None:
     """Add one segment's pipeline to the job."""
     name = config.name
-    table = f"signals_{name}"
-    topics = ";".join(i.topic for i in config.inputs)
-    t_env.execute_sql(
-        f"""
-        CREATE TEMPORARY TABLE `{table}` (
-          `value` STRING,
-          `topic` STRING METADATA VIRTUAL,
-          `event_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
-        ) WITH (
-          'connector' = 'kafka',
-          'topic' = '{topics}',
-          'properties.bootstrap.servers' = '{runtime.bootstrap_servers}',
-          'properties.group.id' = '{config.consumer_group}',
-          'properties.auto.offset.reset' = 'earliest',
-          'properties.fetch.max.wait.ms' = '20',
-          'scan.startup.mode' = 'group-offsets',
-          'format' = 'raw'
-        )"""
-    )
     # Signal topics carry each row's event time as the Kafka record time (the signal job's
     # Unbatcher sets it), so timestamps and watermarks need no Python call.
     strategy = get_gateway().jvm.io.uspfeast.flink.IdleAdvancingWatermarks.strategy(
         config.watermark_out_of_orderness_ms, config.idle_advance_ms, 2
     )
-    signals = (
-        t_env.to_data_stream(t_env.from_path(table))
-        .assign_timestamps_and_watermarks(WatermarkStrategy(strategy))
-        .uid(f"{name}-watermarks")
+    rows = kafka_rows(
+        t_env,
+        f"signals_{name}",
+        columns="""
+          `value` STRING,
+          `topic` STRING METADATA VIRTUAL,
+          `event_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL""",
+        topics=[i.topic for i in config.inputs],
+        group=config.consumer_group,
+        bootstrap=runtime.bootstrap_servers,
+    )
+    signals = rows.assign_timestamps_and_watermarks(WatermarkStrategy(strategy)).uid(
+        f"{name}-watermarks"
     )
     changes = (
         by_user(signals, f"user keys {name}")

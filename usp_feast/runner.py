@@ -7,6 +7,7 @@ stopping ``usp run`` stops the JVM it started as well.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ __all__ = [
     "run_foreground",
     "stale_configs",
     "write_configs",
+    "write_prefixed_configs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,31 @@ def write_configs(definitions: Definitions, folder: Path) -> dict[Path, bool]:
             path.write_text(text)
         changed[path] = old != text
     return changed
+
+
+def write_prefixed_configs(definitions: Definitions, folder: Path, prefix: str) -> list[str]:
+    """Write every job config with its platform topics and consumer group renamed ``<prefix>…``.
+
+    The platform's topics (``usp.signal.*``, ``usp.dlq.*``, ``usp.segment.*``, ...) are shared
+    by every job on a broker; prefixed, a test run's or benchmark's jobs read only what it
+    produced. Raw source topics are the definitions' own and stay as they are. Returns every
+    topic the jobs read or write, for creating them.
+    """
+    write_configs(definitions, folder)
+    topics: list[str] = []
+    for path in sorted(folder.glob("*.json")):
+        config = json.loads(path.read_text())
+        for key in ("signal_topic", "dead_letter_topic", "segment_topic", "late_topic"):
+            if key in config:
+                config[key] = prefix + config[key]
+                topics.append(config[key])
+        config["consumer_group"] = prefix + config["consumer_group"]
+        for source in config.get("inputs", []):
+            source["topic"] = prefix + source["topic"]
+        if "source_topic" in config:
+            topics.append(config["source_topic"])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return topics
 
 
 def stale_configs(definitions: Definitions, folder: Path) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,8 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from usp_feast.definitions import Definitions
-from usp_feast.runner import job_command, job_environment, write_configs
+from usp_feast.runner import job_command, job_environment
 
 JOB_START_TIMEOUT = 180
 
@@ -68,27 +66,3 @@ def wait_for(condition: Callable[[], bool], job: Job, timeout: float, what: str)
 def ts(minutes_ago: float) -> str:
     moment = datetime.now(UTC) - timedelta(minutes=minutes_ago)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def write_isolated_configs(definitions: Definitions, folder: Path, prefix: str) -> list[str]:
-    """Generate the job configs with every platform topic and group renamed ``<prefix>usp.…``.
-
-    The platform's own topics (``usp.signal.*``, ``usp.dlq.*``, ``usp.segment.*``) are shared
-    by every run on the broker (the demo, benchmarks); prefixed, a test's jobs read only what
-    the test produced. Returns every topic the jobs use, for creating them.
-    """
-    write_configs(definitions, folder)
-    topics: list[str] = []
-    for path in sorted(folder.glob("*.json")):
-        config = json.loads(path.read_text())
-        for key in ("signal_topic", "dead_letter_topic", "segment_topic", "late_topic"):
-            if key in config:
-                config[key] = prefix + config[key]
-                topics.append(config[key])
-        config["consumer_group"] = prefix + config["consumer_group"]
-        for source in config.get("inputs", []):
-            source["topic"] = prefix + source["topic"]
-        if "source_topic" in config:
-            topics.append(config["source_topic"])
-        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return topics

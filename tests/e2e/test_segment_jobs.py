@@ -7,24 +7,21 @@ One Flink job runs the ``search`` and ``booking`` signals, the example segment
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, write_isolated_configs
+from tests.conftest import copy_repo, feast_apply
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for
 from usp_feast import SignalClient
 from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.runner import ensure_topics
+from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
@@ -48,11 +45,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
     prefix = f"t{run}."
     repo = copy_repo(root, stack.redis, f"e2e_seg_{run}", topic_prefix=prefix)
     (repo / "segments" / "quick_planner.yaml").write_text(QUICK)
-    feast = Path(sys.executable).with_name("feast")
-    applied = subprocess.run([str(feast), "apply"], cwd=repo, capture_output=True, text=True)
-    assert applied.returncode == 0, applied.stderr[-3000:]
+    feast_apply(repo)
     streaming = root / "streaming"
-    topics = write_isolated_configs(load_definitions(repo), streaming, prefix)
+    topics = write_prefixed_configs(load_definitions(repo), streaming, prefix)
     ensure_topics(stack.kafka, topics)
     configs = [
         streaming / name

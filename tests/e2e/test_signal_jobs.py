@@ -8,22 +8,19 @@ change nothing readers see, and a SIGKILL mid-stream must lose nothing.
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.conftest import copy_repo
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, write_isolated_configs
+from tests.conftest import copy_repo, feast_apply
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for
 from usp_feast import SignalClient
 from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.runner import ensure_topics
+from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
@@ -34,10 +31,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("e2e")
     prefix = f"t{run}."
     repo = copy_repo(root, stack.redis, f"e2e_{run}", topic_prefix=prefix)
-    feast = Path(sys.executable).with_name("feast")
-    applied = subprocess.run([str(feast), "apply"], cwd=repo, capture_output=True, text=True)
-    assert applied.returncode == 0, applied.stderr[-3000:]
-    topics = write_isolated_configs(load_definitions(repo), root / "streaming", prefix)
+    feast_apply(repo)
+    topics = write_prefixed_configs(load_definitions(repo), root / "streaming", prefix)
     ensure_topics(stack.kafka, topics)
     signal_configs = [
         p for p in sorted((root / "streaming").glob("*.json")) if "segment_" not in p.name

@@ -46,6 +46,20 @@ def change(user: int, kind: str, at: int, entered: int, expires: int, cause: str
     }
 
 
+def enter_then_exit(sink: SegmentSink, user: int) -> int:
+    """Write a membership from 10 days ago that a booking ended 3 days ago; returns now (ms)."""
+    day = 24 * HOUR
+    now = now_ms()
+    entered, exited = now - 10 * day, now - 3 * day
+    sink.write(
+        [
+            change(user, "entered", entered, entered, entered + 14 * day, "s1"),
+            change(user, "exited", exited, entered, exited, "b1"),
+        ]
+    )
+    return now
+
+
 @pytest.fixture(scope="module")
 def sink(applied_repo: Path) -> SegmentSink:
     return SegmentSink(applied_repo, SEGMENT)
@@ -106,14 +120,7 @@ def test_an_exit_is_served_at_once_and_history_answers_point_in_time(
 ) -> None:
     # d-10 entered ── d-3 exited (booking) ── now: not a member, but was one on d-5
     day = 24 * HOUR
-    now = now_ms()
-    entered, exited = now - 10 * day, now - 3 * day
-    sink.write(
-        [
-            change(7003, "entered", entered, entered, entered + 14 * day, "s1"),
-            change(7003, "exited", exited, entered, exited, "b1"),
-        ]
-    )
+    now = enter_then_exit(sink, 7003)
 
     assert read(feature_store, 7003)["in_segment"] is False
     assert not client.in_segment(7003, SEGMENT)
@@ -265,14 +272,7 @@ def test_training_sets_join_membership_point_in_time(sink: SegmentSink, feature_
     import pandas as pd
 
     day = 24 * HOUR
-    now = now_ms()
-    entered, exited = now - 10 * day, now - 3 * day
-    sink.write(
-        [
-            change(7201, "entered", entered, entered, entered + 14 * day, "s1"),
-            change(7201, "exited", exited, entered, exited, "b1"),
-        ]
-    )
+    now = enter_then_exit(sink, 7201)
     sink.checkpoint()  # what the job does before each checkpoint barrier
 
     def moment(ms: int) -> datetime:
