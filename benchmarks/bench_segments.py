@@ -381,7 +381,9 @@ def main() -> None:
     feast = Path(sys.executable).with_name("feast")
     subprocess.run([str(feast), "apply"], cwd=repo, check=True, capture_output=True)
     topics = write_prefixed_configs(load_definitions(repo), work / "streaming", prefix)
-    configs = sorted((work / "streaming").glob("*.json"))
+    configs = [
+        p for p in sorted((work / "streaming").glob("*.json")) if not p.name.startswith("session_")
+    ]
     ensure_topics(stack.kafka, topics)
     client = SignalClient.from_repo(repo)
     raw_redis = redis.Redis.from_url(stack.redis)

@@ -33,6 +33,7 @@ from usp_feast.query import (
     QueryError,
     SignalClient,
     UnknownSegmentError,
+    UnknownSessionError,
     UnknownSignalError,
 )
 from usp_feast.segments import iso_ms
@@ -46,6 +47,7 @@ _SIGNAL_PARAMS = ("within", "limit", "as_of", "where", "fields", "order")
 _AGGREGATE_PARAMS = ("signals", "agg", "within", "where", "as_of")
 _SESSION_PARAMS = ("signals", "gap", "within", "max_length", "as_of")
 _SEGMENT_PARAMS = ("at",)
+_ENGAGEMENT_PARAMS = ("recent",)
 _MEMBERS_PARAMS = ("cursor", "limit")
 
 
@@ -74,6 +76,7 @@ def create_app(client: SignalClient) -> FastAPI:
         /v1/users/{user_id}/segments
         /v1/users/{user_id}/segments/{segment}
         /v1/users/{user_id}/sessions
+        /v1/users/{user_id}/sessions/{name}
         /v1/users/{user_id}/signals/{signal}
 
     """
@@ -114,7 +117,7 @@ def create_app(client: SignalClient) -> FastAPI:
                 response = _json(await compute(None, params))
         except ApiError as exc:
             response = _json({"detail": exc.detail}, exc.status)
-        except (UnknownSignalError, UnknownSegmentError) as exc:
+        except (UnknownSignalError, UnknownSegmentError, UnknownSessionError) as exc:
             response = _json({"detail": str(exc)}, 404)
         except LimitExceededError as exc:
             response = _json({"detail": str(exc)}, 422)
@@ -181,6 +184,17 @@ def create_app(client: SignalClient) -> FastAPI:
 
         return await answer(request, "sessions", _SESSION_PARAMS, compute)
 
+    async def user_session(request: Request) -> Response:
+        name = request.path_params["name"]
+
+        async def compute(user: int, params: Any) -> dict[str, Any]:
+            text = params.get("recent", "5")
+            if not text.isdigit() or int(text) > 100:
+                raise ApiError(400, f"recent must be an integer from 0 to 100, got {text!r}")
+            return client.session(user, name, recent=int(text)).to_dict()
+
+        return await answer(request, "user_session", _ENGAGEMENT_PARAMS, compute)
+
     async def user_segments(request: Request) -> Response:
         async def compute(user: int, params: Any) -> dict[str, Any]:
             found = client.segments(user, at=_as_of(params.get("at"), "at"))
@@ -238,6 +252,9 @@ def create_app(client: SignalClient) -> FastAPI:
         "/v1/users/{user_id}/aggregates", aggregates, methods=["GET"], name="aggregates"
     )
     app.router.add_route("/v1/users/{user_id}/sessions", sessions, methods=["GET"], name="sessions")
+    app.router.add_route(
+        "/v1/users/{user_id}/sessions/{name}", user_session, methods=["GET"], name="user_session"
+    )
 
     @app.get("/healthz")
     async def healthz() -> Response:

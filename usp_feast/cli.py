@@ -18,7 +18,8 @@ import click
 from usp_feast.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
-    from usp_feast.spec import SegmentSpec, SignalSpec
+    from usp_feast.definitions import JobDefinition
+    from usp_feast.query import SessionReport
 
 __all__ = ["main"]
 
@@ -97,7 +98,10 @@ def generate(repo: Path, streaming: Path | None, check: bool) -> None:
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option(
-    "--all", "run_all", is_flag=True, help="Run every signal and segment in one Flink job."
+    "--all",
+    "run_all",
+    is_flag=True,
+    help="Run every signal, segment and session engagement in one Flink job.",
 )
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @REPO_OPTION
@@ -109,18 +113,18 @@ def run(
     repo: Path,
     streaming: Path | None,
 ) -> None:
-    """Run signal and segment jobs (by name) on the local Flink mini-cluster until Ctrl-C."""
+    """Run signal, segment and session jobs by name on the local Flink mini-cluster until Ctrl-C."""
     from usp_feast import devstack
     from usp_feast.definitions import DefinitionError, load_definitions
     from usp_feast.jobs import config_file
     from usp_feast.runner import RunnerError, ensure_topics, job_command, run_foreground
 
     if bool(names) == run_all:
-        raise click.UsageError("name one or more signals or segments, or pass --all")
+        raise click.UsageError("name one or more signals, segments or sessions, or pass --all")
     try:
         definitions = load_definitions(repo)
-        specs: list[SignalSpec | SegmentSpec] = (
-            [*definitions.signals, *definitions.segments]
+        specs: list[JobDefinition] = (
+            [*definitions.signals, *definitions.segments, *definitions.sessions]
             if run_all
             else [definitions.job_definition(n) for n in names]
         )
@@ -205,14 +209,22 @@ def query(
     as_json: bool,
     repo: Path,
 ) -> None:
-    """Print USER_ID's recent SIGNAL events, newest first (or filtered, projected, oldest first)."""
+    """Print USER_ID's recent SIGNAL events, newest first (or filtered, projected, oldest first).
+
+    SIGNAL may also name a session engagement: then USER_ID's current session (or window) and
+    the --limit most recent closed ones (at most 100) are printed.
+    """
     from usp_feast.query import QueryError, SignalClient
     from usp_feast.store import StoreUnavailableError
 
     try:
+        client = SignalClient.from_repo(repo)
+        if signal in client.session_names:
+            report = client.session(user_id, signal, recent=min(limit, 100))
+            _print_session(report, as_json)
+            return
         window = parse_duration(within) if within else None
         moment = datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
-        client = SignalClient.from_repo(repo)
         keep = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         events = client.recent(
             user_id,
@@ -244,6 +256,34 @@ def query(
     for event in events:
         data = event.to_dict()
         table.add_row(*(str(data.get(c, "")) for c in columns))
+    Console().print(table)
+
+
+def _print_session(report: SessionReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [("current", report.current)] if report.current else []
+    rows += [("closed", e) for e in report.recent]
+    title = f"user {report.user_id} · {report.session} ({report.kind})"
+    if not report.current:
+        title += " · nothing open now"
+    table = Table(title=title, title_justify="left")
+    names = sorted({name for _, e in rows for name in e.values})
+    for column in ("", "started_at", "last_event_at", "expires_at", *names):
+        table.add_column(column)
+    for label, engagement in rows:
+        data = engagement.to_dict()
+        table.add_row(
+            label,
+            data["started_at"],
+            str(data["last_event_at"] or ""),
+            data["expires_at"],
+            *(json.dumps(engagement.values.get(n)) for n in names),
+        )
     Console().print(table)
 
 

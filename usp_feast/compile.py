@@ -4,6 +4,8 @@ Per signal ``search``: a Parquet ``FileSource`` ``search_source``, a ``PushSourc
 ``search_push`` backed by it, and a ``StreamFeatureView`` ``search`` whose rows are the
 signal's events, all keyed by the shared ``user`` entity. Per segment ``active_trip_planner``:
 the same three objects named ``segment_active_trip_planner*``, whose rows are membership changes.
+Per session engagement ``browse_session``: the same three named ``browse_session*``, whose rows
+are the engagement's features for a session or window, so users read ``browse_session:events``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from usp_feast.definitions import Definitions, load_definitions
 from usp_feast.durations import format_duration
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.query_features import StoreAddress, history_function, history_source
-from usp_feast.spec import SegmentSpec, SignalSpec
+from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
 
 # Feast warns that every StreamFeatureView is alpha, on each construction and registry load,
 # and its own import resets filters to show it; it says nothing about a user's definitions.
@@ -33,12 +35,14 @@ warnings.filterwarnings(
 )
 
 __all__ = [
+    "ENGAGEMENT_FIELDS",
     "USER",
     "FeastObjects",
     "compile_definitions",
     "history_view",
     "repo_objects",
     "segment_view",
+    "session_view",
     "signal_view",
     "store_address",
 ]
@@ -190,6 +194,64 @@ def _feature_type(aggregate: AggregateSpec, field_type: str | None) -> FeastType
     return Int64
 
 
+# Columns of a session engagement row after its features: when it started, its latest event,
+# when it ends unless extended (gap or window end) and whether it is final.
+ENGAGEMENT_FIELDS = ("started_at", "last_event_at", "expires_at", "closed")
+_ENGAGEMENT_TYPES: dict[str, FeastType] = {
+    "started_at": UnixTimestamp,
+    "last_event_at": UnixTimestamp,
+    "expires_at": UnixTimestamp,
+    "closed": Bool,
+}
+
+
+def session_view(
+    spec: SessionEngagementSpec, definitions: Definitions
+) -> tuple[Any, Any, SignalView]:
+    """The Feast objects of one session engagement: file source, push source and view.
+
+    The view is named like the engagement and has no TTL: how long a session or window counts
+    is its own rule, carried in ``expires_at``. A feature's type follows its aggregate and the
+    field's type in the first listed signal that has the field.
+    """
+    offline = FileSource(
+        name=f"{spec.name}_source",
+        path=f"data/sessions/{spec.name}",
+        timestamp_field="event_ts",
+        description=f"Summaries of session engagement {spec.name}",
+    )
+    signals = [definitions.signal(name) for name in spec.signals]
+    features = []
+    for name, aggregate in spec.aggregates().items():
+        field_type = next(
+            (s.fields[aggregate.field] for s in signals if aggregate.field in s.fields), None
+        )
+        features.append(Field(name=name, dtype=_feature_type(aggregate, field_type)))
+    view = SignalView(
+        name=spec.view,
+        source=PushSource(name=spec.push_source, batch_source=offline),
+        entities=[USER],
+        ttl=timedelta(0),
+        schema=[Field(name="event_id", dtype=String)]
+        + features
+        + [Field(name=name, dtype=_ENGAGEMENT_TYPES[name]) for name in ENGAGEMENT_FIELDS],
+        timestamp_field="event_ts",
+        online=True,
+        description=spec.description or spec.describe(),
+        owner=spec.owner,
+        tags={
+            "usp.kind": "session",
+            "usp.window": spec.kind,
+            "usp.session": spec.name,
+            "usp.topic": spec.topic,
+            RETENTION_TAG: format_duration(spec.retention),
+        },
+    )
+    view.entity_columns = [Field(name="user_id", dtype=Int64)]
+    view = SignalView.from_proto(view.to_proto())
+    return view.batch_source, view.stream_source, view
+
+
 def history_view(
     spec: SignalSpec, view: StreamFeatureView, address: StoreAddress
 ) -> OnDemandFeatureView:
@@ -242,6 +304,10 @@ def compile_definitions(
             history.append(history_view(spec, view, address))
     for segment in sorted(definitions.segments, key=lambda s: s.name):
         offline, push, view = segment_view(segment)
+        sources += [offline, push]
+        views.append(view)
+    for session in sorted(definitions.sessions, key=lambda s: s.name):
+        offline, push, view = session_view(session, definitions)
         sources += [offline, push]
         views.append(view)
     return FeastObjects(

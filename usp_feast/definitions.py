@@ -23,12 +23,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
+from usp_feast.aggregates import AggregateError
 from usp_feast.filters import FilterError, parse_filter
-from usp_feast.spec import FIELD_TYPES, SegmentSpec, SignalSpec
+from usp_feast.spec import FIELD_TYPES, SegmentSpec, SessionEngagementSpec, SignalSpec
 
 __all__ = [
     "DefinitionError",
     "Definitions",
+    "JobDefinition",
     "Problem",
     "check_definitions",
     "load_definitions",
@@ -63,6 +65,10 @@ class DefinitionError(ValueError):
         super().__init__(f"{count} problem{'s' if count != 1 else ''} in definitions:\n{lines}")
 
 
+JobDefinition = SignalSpec | SegmentSpec | SessionEngagementSpec
+"""A definition that runs as a streaming job (what ``usp run NAME`` starts)."""
+
+
 @dataclass(frozen=True)
 class Definitions:
     """Every valid definition of one feature repository."""
@@ -70,6 +76,7 @@ class Definitions:
     repo: Path
     signals: tuple[SignalSpec, ...]
     segments: tuple[SegmentSpec, ...] = ()
+    sessions: tuple[SessionEngagementSpec, ...] = ()
 
     def signal(self, name: str) -> SignalSpec:
         """The signal called ``name``.
@@ -83,29 +90,34 @@ class Definitions:
             return found
         raise KeyError(f"unknown signal {name!r}; known signals: {_names(self.signals)}")
 
-    def job_definition(self, name: str) -> SignalSpec | SegmentSpec:
-        """The signal or segment called ``name`` (what ``usp run NAME`` starts).
+    def job_definition(self, name: str) -> JobDefinition:
+        """The signal, segment or session engagement called ``name`` (what ``usp run`` starts).
 
         Raises:
-            KeyError: With a message listing both kinds.
+            KeyError: With a message listing every kind.
 
         """
-        found = _named(self.signals, name) or _named(self.segments, name)
+        found: JobDefinition | None = (
+            _named(self.signals, name) or _named(self.segments, name) or _named(self.sessions, name)
+        )
         if found is not None:
             return found
         raise KeyError(
-            f"unknown signal or segment {name!r}; signals: {_names(self.signals)}; "
-            f"segments: {_names(self.segments)}"
+            f"unknown signal, segment or session {name!r}; signals: {_names(self.signals)}; "
+            f"segments: {_names(self.segments)}; sessions: {_names(self.sessions)}"
         )
 
-    def topics(self, specs: Sequence[SignalSpec | SegmentSpec]) -> list[str]:
+    def topics(self, specs: Sequence[JobDefinition]) -> list[str]:
         """Every Kafka topic the jobs of ``specs`` read or write, without repeats."""
         topics: list[str] = []
         for spec in specs:
             if isinstance(spec, SignalSpec):
                 topics += [spec.source.topic, spec.signal_topic, spec.dead_letter_topic]
-            else:
+            elif isinstance(spec, SegmentSpec):
                 topics += [self.signal(n).signal_topic for n in spec.rules().signals]
+                topics += [spec.topic, spec.late_topic]
+            else:
+                topics += [self.signal(n).signal_topic for n in spec.signals]
                 topics += [spec.topic, spec.late_topic]
         return list(dict.fromkeys(topics))
 
@@ -121,15 +133,27 @@ class Definitions:
             return found
         raise KeyError(f"unknown segment {name!r}; known segments: {_names(self.segments)}")
 
+    def session(self, name: str) -> SessionEngagementSpec:
+        """The session engagement called ``name``.
 
-_Spec = TypeVar("_Spec", SignalSpec, SegmentSpec)
+        Raises:
+            KeyError: With a message listing the known session engagements.
+
+        """
+        found = _named(self.sessions, name)
+        if found is not None:
+            return found
+        raise KeyError(f"unknown session {name!r}; known sessions: {_names(self.sessions)}")
+
+
+_Spec = TypeVar("_Spec", SignalSpec, SegmentSpec, SessionEngagementSpec)
 
 
 def _named(specs: Sequence[_Spec], name: str) -> _Spec | None:
     return next((spec for spec in specs if spec.name == name), None)
 
 
-def _names(specs: Sequence[SignalSpec | SegmentSpec]) -> str:
+def _names(specs: Sequence[JobDefinition]) -> str:
     return ", ".join(spec.name for spec in specs) or "none"
 
 
@@ -164,12 +188,21 @@ def check_definitions(
     problems: list[Problem] = []
     signals = _load_folder(repo, "signals", SignalSpec, problems)
     segments = _load_folder(repo, "segments", SegmentSpec, problems)
+    sessions = _load_folder(repo, "sessions", SessionEngagementSpec, problems)
     problems.extend(_duplicate_names(signals, "signal"))
     problems.extend(_duplicate_names(segments, "segment"))
+    problems.extend(_duplicate_names(sessions, "session"))
     problems.extend(_reserved_signal_names(signals))
     known = {spec.name: spec for spec, _, _ in signals}
     for spec, shown, document in segments:
         problems.extend(_check_segment_signals(spec, known, shown, document))
+    signal_specs, segment_specs = [s for s, _, _ in signals], [s for s, _, _ in segments]
+    taken = _feast_names(signal_specs, segment_specs, [s for s, _, _ in sessions])
+    for spec, shown, document in sessions:
+        problems.extend(_check_session_signals(spec, known, shown, document))
+        problems.extend(
+            _check_session_name(spec, signal_specs, segment_specs, taken, shown, document)
+        )
     if check_imports:
         for spec, shown, document in signals:
             problems.extend(_check_transform(spec, repo, shown, _line_of(document, ("transform",))))
@@ -178,6 +211,7 @@ def check_definitions(
         repo=repo,
         signals=tuple(s for s, _, _ in signals),
         segments=tuple(s for s, _, _ in segments),
+        sessions=tuple(s for s, _, _ in sessions),
     )
     return definitions, problems
 
@@ -380,17 +414,24 @@ def _duplicate_names(loaded: list[tuple[Any, Path, CommentedMap]], kind: str) ->
     return problems
 
 
+# A signal's job config is <name>.json; these prefixes name other kinds' files (and views).
+_RESERVED_PREFIXES = {
+    "segment_": "segment views",
+    "session_": "session engagement job configs",
+}
+
+
 def _reserved_signal_names(signals: list[tuple[SignalSpec, Path, CommentedMap]]) -> list[Problem]:
-    # Segment feature views and job configs are named segment_<name>.
     return [
         Problem(
             shown,
             _line_of(document, ("name",)),
             "name",
-            "names starting with 'segment_' are reserved for segment views; rename the signal",
+            f"names starting with {prefix!r} are reserved for {what}; rename the signal",
         )
         for spec, shown, document in signals
-        if spec.name.startswith("segment_")
+        for prefix, what in _RESERVED_PREFIXES.items()
+        if spec.name.startswith(prefix)
     ]
 
 
@@ -424,6 +465,150 @@ def _check_segment_signals(
                     Problem(shown, _line_of(document, (*loc, "where")), f"{where}.where", str(exc))
                 )
     return problems
+
+
+def _check_session_signals(
+    spec: SessionEngagementSpec,
+    known: dict[str, SignalSpec],
+    shown: Path,
+    document: CommentedMap,
+) -> list[Problem]:
+    """Every signal a session engagement lists exists, and every aggregate fits their fields."""
+    problems = []
+    for i, name in enumerate(spec.signals):
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none"
+            problems.append(
+                Problem(
+                    shown,
+                    _line_of(document, ("signals", i)),
+                    f"signals.{i}",
+                    f"unknown signal {name!r}; defined signals: {names}",
+                )
+            )
+    if problems:  # the fields of a signal that is not there are unknown: checking would guess
+        return problems
+    # Field name -> {type: first listed signal giving it that type}.
+    typed: dict[str, dict[str, str]] = {"event_id": {"string": spec.signals[0]}}
+    for name in spec.signals:
+        for field, kind in known[name].fields.items():
+            typed.setdefault(field, {}).setdefault(kind, name)
+    for feature, aggregate in spec.aggregates().items():
+        loc = ("features", feature)
+        types = typed.get(aggregate.field or "", {})
+        if len(types) > 1:
+            sides = " but ".join(f"{kind} in {signal}" for kind, signal in types.items())
+            problems.append(
+                Problem(
+                    shown,
+                    _line_of(document, loc),
+                    f"features.{feature}",
+                    f"field {aggregate.field!r} is {sides}; an aggregate needs one type, so "
+                    "list only signals that agree on it",
+                )
+            )
+            continue
+        try:
+            aggregate.check({field: next(iter(kinds)) for field, kinds in typed.items()})
+        except AggregateError as exc:
+            listed = ", ".join(spec.signals)
+            problems.append(
+                Problem(
+                    shown,
+                    _line_of(document, loc),
+                    f"features.{feature}",
+                    f"{exc} (signals: {listed})",
+                )
+            )
+    return problems
+
+
+# Feast object name -> (definition, role) pairs: everything a repository compiles to.
+_FeastNames = dict[str, list[tuple[str, str]]]
+
+
+def _feast_names(
+    signals: Sequence[SignalSpec],
+    segments: Sequence[SegmentSpec],
+    sessions: Sequence[SessionEngagementSpec],
+) -> _FeastNames:
+    """Every Feast object name the definitions compile to, with whose it is and what it is.
+
+    They share one namespace: ``repo_objects`` puts them all in the repository module's globals.
+    """
+    taken: _FeastNames = {"user": [("", "the user entity")]}
+    for signal in signals:
+        owner = f"signal {signal.name!r}"
+        for name, role in (
+            (signal.name, "view"),
+            (signal.push_source, "push source"),
+            (f"{signal.name}_source", "file source"),
+            (signal.history_view, "query-features view"),
+        ):
+            taken.setdefault(name, []).append((owner, f"the {role} of {owner}"))
+    for segment in segments:
+        owner = f"segment {segment.name!r}"
+        for name, role in (
+            (segment.view, "view"),
+            (segment.push_source, "push source"),
+            (f"{segment.view}_source", "file source"),
+        ):
+            taken.setdefault(name, []).append((owner, f"the {role} of {owner}"))
+    for session in sessions:
+        owner = f"session {session.name!r}"
+        for name, role in _session_objects(session):
+            taken.setdefault(name, []).append((owner, f"the {role} of {owner}"))
+    return taken
+
+
+def _session_objects(spec: SessionEngagementSpec) -> list[tuple[str, str]]:
+    return [
+        (spec.view, "view"),
+        (spec.push_source, "push source"),
+        (f"{spec.name}_source", "file source"),
+    ]
+
+
+def _check_session_name(
+    spec: SessionEngagementSpec,
+    signals: Sequence[SignalSpec],
+    segments: Sequence[SegmentSpec],
+    taken: _FeastNames,
+    shown: Path,
+    document: CommentedMap,
+) -> list[Problem]:
+    """A session engagement's name, and the Feast objects named after it, are its own."""
+    this = f"session {spec.name!r}"
+    line = _line_of(document, ("name",))
+    # `usp run NAME` and the query API find a definition by its name alone.
+    for kind, specs in (("signal", signals), ("segment", segments)):
+        if any(other.name == spec.name for other in specs):
+            return [
+                Problem(
+                    shown,
+                    line,
+                    "name",
+                    f"{kind} {spec.name!r} already has this name; definitions of every kind "
+                    "need names of their own, so rename the session",
+                )
+            ]
+    clashes = [
+        f"its {role} {name!r} would be named like {other}"
+        for name, role in _session_objects(spec)
+        for owner, other in taken.get(name, [])
+        if owner != this  # two sessions of one name are reported as duplicates instead
+    ]
+    if not clashes:
+        return []
+    return [
+        Problem(
+            shown,
+            line,
+            "name",
+            f"{'; '.join(clashes)} (Feast object names are shared by every definition); "
+            "rename the session",
+        )
+    ]
 
 
 def _check_transform(spec: SignalSpec, repo: Path, shown: Path, line: int | None) -> list[Problem]:

@@ -22,12 +22,13 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from usp_feast.codec import from_json_value, oneof_for
+from usp_feast.engagements import feast_value
 from usp_feast.online_store import VersionedRedisOnlineStore
 from usp_feast.segments import row_event_ms
 from usp_feast.store import StoreUnavailableError
 from usp_feast.versions import from_micros
 
-__all__ = ["FeastSink", "OverlappedWriter", "SegmentSink", "retrying"]
+__all__ = ["EngagementSink", "FeastSink", "OverlappedWriter", "SegmentSink", "retrying"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,92 @@ def _offline_row(change: Mapping[str, Any]) -> dict[str, Any]:
         "change": change["change"],
         "reason": change["reason"],
     }
+
+
+class EngagementSink:
+    """Writes what a session engagement job produces to every place it is read from.
+
+    The job sends two kinds of message (see :mod:`usp_feast.flink_sessions`):
+    ``{"user_id", "current", "expires"}``, a user's current session or windows, kept as state
+    per user (the last per user in a batch wins) and served by the Feast view; and
+    ``{"closed": row}``, a closed session's or window's summary
+    (:meth:`usp_feast.engagements.Engagement.to_row`), appended to history through Feast and
+    to the offline Parquet store.
+    """
+
+    def __init__(self, repo: Path, name: str) -> None:
+        from feast.type_map import feast_value_type_to_pa
+        from feast.value_type import ValueType
+
+        from usp_feast.offline import ParquetParts
+        from usp_feast.online_store import store_from_config
+
+        self.name = name
+        self.history = FeastSink(repo, name)
+        self.store = store_from_config(self.history.store.config)
+        view = self.history.view
+        source = view.batch_source
+        if not isinstance(source, FileSource):
+            raise TypeError(f"{view.name}: the offline source must be a FileSource")
+        folder = Path(source.path)
+        moment = pa.timestamp("ms", tz="UTC")
+        columns = [("user_id", pa.int64()), ("event_ts", moment)]
+        for feature in view.features:
+            if feature.name in ("user_id", "event_ts"):
+                continue
+            value_type = feature.dtype.to_value_type()
+            columns.append(
+                (
+                    feature.name,
+                    moment
+                    if value_type == ValueType.UNIX_TIMESTAMP
+                    else feast_value_type_to_pa(value_type),
+                )
+            )
+        self.timestamps = [
+            f.name for f in view.features if f.dtype.to_value_type() == ValueType.UNIX_TIMESTAMP
+        ]
+        self.offline = ParquetParts(
+            folder if folder.is_absolute() else repo / folder, pa.schema(columns)
+        )
+
+    def write(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Write current state first (what readers see now), then history.
+
+        Retries while Redis is down. Offline rows are buffered until :meth:`checkpoint`.
+        """
+        import orjson
+
+        current: dict[str, tuple[str, bytes, int]] = {}
+        closed = []
+        for message in messages:
+            if "closed" in message:
+                closed.append(message["closed"])
+            else:
+                user = str(message["user_id"])
+                current[user] = (user, orjson.dumps(message["current"]), message["expires"])
+        if current:
+            documents = list(current.values())
+            retrying(
+                lambda: self.store.put_current(
+                    self.name, documents, now_ms=time.time_ns() // 1_000_000
+                )
+            )
+        if closed:
+            self.history.write(closed)
+            self.offline.add([self._offline_row(row) for row in closed])
+
+    def checkpoint(self) -> None:
+        """Write the buffered offline rows (called before each checkpoint barrier passes)."""
+        self.offline.flush()
+
+    def _offline_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        offline = {name: feast_value(value) for name, value in row.items()}
+        for name in self.timestamps:
+            if offline.get(name) is not None:
+                offline[name] = from_micros(offline[name] * 1000)
+        offline["event_ts"] = from_micros(row_event_ms(row) * 1000)
+        return offline
 
 
 class OverlappedWriter:

@@ -42,7 +42,7 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.jobs import SegmentJobConfig, SignalJobConfig
+from usp_feast.jobs import SegmentJobConfig, SessionJobConfig, SignalJobConfig
 
 __all__ = [
     "RECORD_BATCH",
@@ -115,10 +115,11 @@ class JobRuntime:
 
 
 def build_job(
-    configs: Sequence[SignalJobConfig | SegmentJobConfig], runtime: JobRuntime
+    configs: Sequence[SignalJobConfig | SegmentJobConfig | SessionJobConfig], runtime: JobRuntime
 ) -> StreamExecutionEnvironment:
-    """One Flink job running the pipelines of ``configs`` (signals and segments may share one)."""
+    """One Flink job running the pipelines of ``configs`` (any kinds may share one)."""
     from usp_feast.flink_segments import add_segment
+    from usp_feast.flink_sessions import add_session
 
     first = configs[0]
     conf = Configuration()
@@ -147,6 +148,8 @@ def build_job(
     for config in configs:
         if isinstance(config, SegmentJobConfig):
             add_segment(env, t_env, config, runtime)
+        elif isinstance(config, SessionJobConfig):
+            add_session(env, t_env, config, runtime)
         else:
             _add_signal(env, t_env, config, runtime)
     return env

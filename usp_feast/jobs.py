@@ -1,9 +1,9 @@
 """Streaming job configs generated from definitions (pure: no Flink, no Kafka).
 
-One JSON file per signal (``<signal>.json``) and per segment (``segment_<name>.json``), next to
-the job entry point in ``streaming/``. The files carry what
-the job does, never where services live or secrets: Kafka bootstrap servers come from
-``USP_KAFKA_BOOTSTRAP`` (or the local stack) and Redis from the repository's
+One JSON file per signal (``<signal>.json``), per segment (``segment_<name>.json``) and per
+session engagement (``session_<name>.json``), next to the job entry point in ``streaming/``.
+The files carry what the job does, never where services live or secrets: Kafka bootstrap
+servers come from ``USP_KAFKA_BOOTSTRAP`` (or the local stack) and Redis from the repository's
 ``feature_store.yaml`` when the job starts. Output is deterministic, so a diff of
 ``streaming/`` shows what a definition change does to the jobs.
 """
@@ -17,12 +17,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from usp_feast.definitions import Definitions
-from usp_feast.spec import SegmentSpec, SignalSpec
+from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
 
 __all__ = [
     "JobConfig",
-    "SegmentInput",
     "SegmentJobConfig",
+    "SessionJobConfig",
+    "SignalInput",
     "SignalJobConfig",
     "config_file",
     "job_config",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_job_config",
     "render_job_configs",
     "segment_job_config",
+    "session_job_config",
 ]
 
 
@@ -55,8 +57,8 @@ class SignalJobConfig(BaseModel):
     buffer_timeout_ms: int = 5
 
 
-class SegmentInput(BaseModel):
-    """A signal a segment job listens to, and where it is published."""
+class SignalInput(BaseModel):
+    """A signal a segment or session job listens to, and where it is published."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -71,7 +73,7 @@ class SegmentJobConfig(BaseModel):
 
     kind: Literal["segment"] = "segment"
     segment: str
-    inputs: tuple[SegmentInput, ...]
+    inputs: tuple[SignalInput, ...]
     segment_topic: str
     late_topic: str
     consumer_group: str
@@ -90,13 +92,47 @@ class SegmentJobConfig(BaseModel):
         return f"segment_{self.segment}"
 
 
-JobConfig = Annotated[SignalJobConfig | SegmentJobConfig, Field(discriminator="kind")]
-_JOB_CONFIG: TypeAdapter[SignalJobConfig | SegmentJobConfig] = TypeAdapter(JobConfig)
+class SessionJobConfig(BaseModel):
+    """Everything a session engagement job needs to run, independent of the deployment.
+
+    What it computes (session or window, features) is read from the definition itself.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["session"] = "session"
+    session: str
+    inputs: tuple[SignalInput, ...]
+    session_topic: str
+    late_topic: str
+    consumer_group: str
+    watermark_out_of_orderness_ms: int = 5_000
+    """How far out of event-time order input may arrive and still be applied."""
+    idle_advance_ms: int = 2_000
+    """With no input for this long, event time runs on with the clock (sessions close)."""
+    checkpoint_interval_ms: int = 2_000
+    batch_max_delay_ms: int = 10
+    batch_max_rows: int = 500
+    buffer_timeout_ms: int = 5
+
+    @property
+    def name(self) -> str:
+        """The job's part name (used in operator names and uids)."""
+        return f"session_{self.session}"
 
 
-def config_file(spec: SignalSpec | SegmentSpec) -> str:
+AnyJobConfig = SignalJobConfig | SegmentJobConfig | SessionJobConfig
+JobConfig = Annotated[AnyJobConfig, Field(discriminator="kind")]
+_JOB_CONFIG: TypeAdapter[AnyJobConfig] = TypeAdapter(JobConfig)
+
+
+def config_file(spec: SignalSpec | SegmentSpec | SessionEngagementSpec) -> str:
     """File name of a definition's job config in ``streaming/``."""
-    return f"{spec.name}.json" if isinstance(spec, SignalSpec) else f"{spec.view}.json"
+    if isinstance(spec, SignalSpec):
+        return f"{spec.name}.json"
+    if isinstance(spec, SegmentSpec):
+        return f"{spec.view}.json"
+    return f"session_{spec.name}.json"
 
 
 def job_config(spec: SignalSpec) -> SignalJobConfig:
@@ -116,7 +152,7 @@ def segment_job_config(spec: SegmentSpec, definitions: Definitions) -> SegmentJo
     return SegmentJobConfig(
         segment=spec.name,
         inputs=tuple(
-            SegmentInput(signal=name, topic=definitions.signal(name).signal_topic)
+            SignalInput(signal=name, topic=definitions.signal(name).signal_topic)
             for name in spec.rules().signals
         ),
         segment_topic=spec.topic,
@@ -125,24 +161,40 @@ def segment_job_config(spec: SegmentSpec, definitions: Definitions) -> SegmentJo
     )
 
 
+def session_job_config(spec: SessionEngagementSpec, definitions: Definitions) -> SessionJobConfig:
+    """The job config of one session engagement: its input signals' topics and its outputs."""
+    return SessionJobConfig(
+        session=spec.name,
+        inputs=tuple(
+            SignalInput(signal=name, topic=definitions.signal(name).signal_topic)
+            for name in spec.signals
+        ),
+        session_topic=spec.topic,
+        late_topic=spec.late_topic,
+        consumer_group=f"usp.session.{spec.name}",
+    )
+
+
 def render_job_configs(definitions: Definitions) -> dict[str, str]:
-    """File name → JSON text of every signal and segment job (deterministic bytes)."""
+    """File name → JSON text of every signal, segment and session job (deterministic bytes)."""
     configs: dict[str, BaseModel] = {}
     for spec in sorted(definitions.signals, key=lambda s: s.name):
         configs[config_file(spec)] = job_config(spec)
     for segment in sorted(definitions.segments, key=lambda s: s.name):
         configs[config_file(segment)] = segment_job_config(segment, definitions)
+    for session in sorted(definitions.sessions, key=lambda s: s.name):
+        configs[config_file(session)] = session_job_config(session, definitions)
     return {
         name: json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
         for name, config in configs.items()
     }
 
 
-def load_job_config(path: Path) -> SignalJobConfig | SegmentJobConfig:
-    """Read a generated job config (either kind)."""
+def load_job_config(path: Path) -> AnyJobConfig:
+    """Read a generated job config (any kind)."""
     return parse_job_config(path.read_text())
 
 
-def parse_job_config(text: str) -> SignalJobConfig | SegmentJobConfig:
-    """A job config from its JSON text (either kind)."""
+def parse_job_config(text: str) -> AnyJobConfig:
+    """A job config from its JSON text (any kind)."""
     return _JOB_CONFIG.validate_json(text)

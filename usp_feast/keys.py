@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["entity_tag", "project_pattern", "signal_key", "view_pattern"]
+__all__ = [
+    "current_key",
+    "current_pattern",
+    "entity_tag",
+    "project_pattern",
+    "signal_key",
+    "view_pattern",
+]
 
 
 def entity_tag(values: Sequence[Any]) -> str:
@@ -27,6 +34,22 @@ def signal_key(prefix: str, project: str, entity: str, view: str) -> str:
 
     """
     return f"{prefix}:{project}:{{{entity}}}:{view}"
+
+
+def current_key(prefix: str, project: str, entity: str, view: str) -> str:
+    """Key of the one document holding an entity's current state of a session view.
+
+    Example:
+        >>> current_key("usp", "demo", "42", "browse_session")
+        'usp:demo:{42}:browse_session:current'
+
+    """
+    return f"{signal_key(prefix, project, entity, view)}:current"
+
+
+def current_pattern(prefix: str, project: str, view: str) -> str:
+    """SCAN pattern matching every entity's current-state key of one view."""
+    return f"{view_pattern(prefix, project, view)}:current"
 
 
 def view_pattern(prefix: str, project: str, view: str) -> str:

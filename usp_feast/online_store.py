@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from feast import Entity, FeatureView, RepoConfig
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -28,6 +29,7 @@ from pydantic import StrictStr
 from usp_feast import devstack
 from usp_feast.codec import from_json_value, oneof_for, to_json_value
 from usp_feast.durations import parse_duration
+from usp_feast.engagements import Engagement, feast_value, served
 from usp_feast.keys import entity_tag
 from usp_feast.segments import is_member
 from usp_feast.store import VersionedStore, connect, now_micros
@@ -180,7 +182,13 @@ class VersionedRedisOnlineStore(OnlineStore):
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None = None,
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
-        """Newest event per entity, dropped when older than the view's TTL."""
+        """Newest event per entity, dropped when older than the view's TTL.
+
+        A session view serves each entity's current session or window instead, expiry honoured
+        at read time (see :func:`usp_feast.engagements.served`).
+        """
+        if (table.tags or {}).get("usp.kind") == "session":
+            return self._read_current(config, table, entity_keys, requested_features)
         since = None
         if table.ttl and table.ttl > timedelta(0):
             since = to_micros(datetime.now(UTC) - table.ttl)
@@ -199,6 +207,29 @@ class VersionedRedisOnlineStore(OnlineStore):
             stored = _served_membership(record.fields, now_ms) if segment else record.fields
             values = {name: from_json_value(stored.get(name), oneofs.get(name)) for name in wanted}
             result.append((from_micros(record.event_ts), values))
+        return result
+
+    def _read_current(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        documents = self._store(config).current(table.name, [_entity(k) for k in entity_keys])
+        oneofs = self._field_oneofs(table)
+        wanted = requested_features or list(oneofs)
+        now_ms = now_micros() // 1000
+        result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        for document in documents:
+            engagement = served(None if document is None else orjson.loads(document), now_ms)
+            if engagement is None:
+                result.append((None, None))
+                continue
+            stored = _served_engagement(engagement)
+            values = {name: from_json_value(stored.get(name), oneofs.get(name)) for name in wanted}
+            moment = engagement.last_event_ms or engagement.started_ms
+            result.append((from_micros(moment * 1000), values))
         return result
 
     def update(
@@ -262,6 +293,18 @@ def _served_membership(stored: Mapping[str, Any], now_ms: int) -> dict[str, Any]
         "in_segment": is_member(bool(stored.get("in_segment")), expires_at, now_ms),
         "entered_at": None if entered_at is None else entered_at // 1000,
         "expires_at": None if expires_at is None else expires_at // 1000,
+    }
+
+
+def _served_engagement(engagement: Engagement) -> dict[str, Any]:
+    """A current session or window as Feast serves it (timestamps in whole seconds)."""
+    last = engagement.last_event_ms
+    return {
+        **{name: feast_value(value) for name, value in engagement.values.items()},
+        "started_at": engagement.started_ms // 1000,
+        "last_event_at": None if last is None else last // 1000,
+        "expires_at": engagement.expires_ms // 1000,
+        "closed": engagement.closed,
     }
 
 

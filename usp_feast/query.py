@@ -14,17 +14,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from usp_feast import devstack
 from usp_feast.aggregates import AggregateError, AggregateSpec, aggregate_all
 from usp_feast.definitions import load_definitions
+from usp_feast.engagements import Engagement, served
 from usp_feast.filters import Filter, FilterError, parse_filter
 from usp_feast.limits import MAX_SIGNALS_MERGED, MAX_WINDOW, MAX_WINDOW_EVENTS
 from usp_feast.membership import CursorError, MembersIndex, MembersPage
 from usp_feast.segments import is_member, iso_ms
 from usp_feast.sessions import Session, SessionEvent, SessionSpec, sessionize
-from usp_feast.spec import SegmentSpec, SignalSpec
+from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
 from usp_feast.store import (
     AsyncRecentReader,
     ScanLimitError,
@@ -44,9 +46,11 @@ __all__ = [
     "Membership",
     "QueryError",
     "RepoSettings",
+    "SessionReport",
     "SignalClient",
     "SignalEvent",
     "UnknownSegmentError",
+    "UnknownSessionError",
     "UnknownSignalError",
     "record_dict",
 ]
@@ -66,6 +70,10 @@ class UnknownSignalError(QueryError, LookupError):
 
 class UnknownSegmentError(QueryError, LookupError):
     """The repository defines no segment of that name."""
+
+
+class UnknownSessionError(QueryError, LookupError):
+    """The repository defines no session engagement of that name."""
 
 
 class LimitExceededError(QueryError):
@@ -155,6 +163,35 @@ class Membership:
         }
 
 
+@dataclass(frozen=True)
+class SessionReport:
+    """A user's session engagement: the current session or window, and recent closed ones.
+
+    Attributes:
+        session: Definition name.
+        kind: ``session`` (session windows) or ``window`` (sliding windows).
+        user_id: The user, as stored (text).
+        current: What is open now (expiry honoured), or None.
+        recent: Closed sessions or windows, newest first.
+
+    """
+
+    session: str
+    kind: str
+    user_id: str
+    current: Engagement | None
+    recent: tuple[Engagement, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (ISO-8601 UTC times)."""
+        return {
+            "session": self.session,
+            "kind": self.kind,
+            "current": None if self.current is None else self.current.to_dict(),
+            "recent": [e.to_dict() for e in self.recent],
+        }
+
+
 def record_dict(record: Record, keep: frozenset[str] | None = None) -> dict[str, Any]:
     """The JSON-ready form of a stored record (what the HTTP API returns per event).
 
@@ -172,6 +209,18 @@ def record_dict(record: Record, keep: frozenset[str] | None = None) -> dict[str,
 
 
 _ROW_KEYS = frozenset(("event_id", "user_id"))
+
+
+def _closed_engagement(record: Record, spec: SessionEngagementSpec) -> Engagement:
+    """A closed session or window as its history record (``Engagement.to_row``) holds it."""
+    fields = record.fields
+    return Engagement(
+        started_ms=int(fields["started_at"]),
+        last_event_ms=fields.get("last_event_at"),
+        expires_ms=int(fields["expires_at"]),
+        values={name: fields.get(name) for name in spec.features},
+        closed=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -221,11 +270,13 @@ class SignalClient:
         signals: Iterable[SignalSpec],
         async_reader: AsyncRecentReader | None = None,
         segments: Iterable[SegmentSpec] = (),
+        sessions: Iterable[SessionEngagementSpec] = (),
     ) -> None:
         self.store = store
         self.async_reader = async_reader
         self._signals = {spec.name: spec for spec in signals}
         self._segments = {spec.name: spec for spec in segments}
+        self._sessions = {spec.name: spec for spec in sessions}
         self.members_index = MembersIndex(store.client, project=store.project, prefix=store.prefix)
 
     @classmethod
@@ -243,7 +294,7 @@ class SignalClient:
             cluster=cluster,
         )
         definitions = load_definitions(repo, check_imports=False)
-        return cls(store, definitions.signals, reader, definitions.segments)
+        return cls(store, definitions.signals, reader, definitions.segments, definitions.sessions)
 
     @property
     def signals(self) -> list[str]:
@@ -254,6 +305,55 @@ class SignalClient:
     def segment_names(self) -> list[str]:
         """Names of the segments this client can query."""
         return sorted(self._segments)
+
+    @property
+    def session_names(self) -> list[str]:
+        """Names of the session engagements this client can query."""
+        return sorted(self._sessions)
+
+    def session_spec(self, name: str) -> SessionEngagementSpec:
+        """The definition of a session engagement.
+
+        Raises:
+            UnknownSessionError: Naming the known ones.
+
+        """
+        try:
+            return self._sessions[name]
+        except KeyError:
+            known = ", ".join(self.session_names) or "none"
+            raise UnknownSessionError(
+                f"unknown session {name!r}; known sessions: {known}"
+            ) from None
+
+    def session(self, user_id: int | str, name: str, recent: int = 5) -> SessionReport:
+        """A user's current session (or window) of ``name`` and the ``recent`` closed ones.
+
+        The current one is what ``get_online_features`` serves: a session past its gap (or a
+        window past its end) is not current, even before the job's timer closed it.
+
+        Example: ``client.session(42, "browse_session").current.values["top_cities"]``
+        → ``[["Lisbon", 3], ["Porto", 1]]``.
+
+        Raises:
+            UnknownSessionError: The session engagement is not defined.
+            QueryError: ``recent`` outside 0..100.
+
+        """
+        spec = self.session_spec(name)
+        if not 0 <= recent <= 100:
+            raise QueryError(f"recent must be between 0 and 100, got {recent}")
+        user = str(user_id)
+        [document] = self.store.current(spec.view, [user])
+        current = served(None if document is None else orjson.loads(document), now_micros() // 1000)
+        closed = self.store.recent(spec.view, user, limit=recent)
+        return SessionReport(
+            session=name,
+            kind=spec.kind,
+            user_id=user,
+            current=current,
+            recent=tuple(_closed_engagement(record, spec) for record in closed),
+        )
 
     def segment_spec(self, segment: str) -> SegmentSpec:
         """The definition of a segment.

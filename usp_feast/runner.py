@@ -57,16 +57,22 @@ def write_configs(definitions: Definitions, folder: Path) -> dict[Path, bool]:
 def write_prefixed_configs(definitions: Definitions, folder: Path, prefix: str) -> list[str]:
     """Write every job config with its platform topics and consumer group renamed ``<prefix>…``.
 
-    The platform's topics (``usp.signal.*``, ``usp.dlq.*``, ``usp.segment.*``, ...) are shared
-    by every job on a broker; prefixed, a test run's or benchmark's jobs read only what it
-    produced. Raw source topics are the definitions' own and stay as they are. Returns every
-    topic the jobs read or write, for creating them.
+    The platform's topics (``usp.signal.*``, ``usp.dlq.*``, ``usp.segment.*``,
+    ``usp.session.*``, ...) are shared by every job on a broker; prefixed, a test run's or
+    benchmark's jobs read only what it produced. Raw source topics are the definitions' own and
+    stay as they are. Returns every topic the jobs read or write, for creating them.
     """
     write_configs(definitions, folder)
     topics: list[str] = []
     for path in sorted(folder.glob("*.json")):
         config = json.loads(path.read_text())
-        for key in ("signal_topic", "dead_letter_topic", "segment_topic", "late_topic"):
+        for key in (
+            "signal_topic",
+            "dead_letter_topic",
+            "segment_topic",
+            "session_topic",
+            "late_topic",
+        ):
             if key in config:
                 config[key] = prefix + config[key]
                 topics.append(config[key])

@@ -37,6 +37,7 @@ __all__ = [
     "SessionSpec",
     "SessionState",
     "sessionize",
+    "starts_session",
 ]
 
 _SNAPSHOT_VERSION = 1
@@ -204,17 +205,35 @@ def _dedupe(refs: Iterable[EventRef]) -> list[EventRef]:
     return sorted(kept.values())
 
 
+def starts_session(first: Any, previous: Any, at: Any, gap: Any, max_length: Any) -> bool:
+    """Tell whether an event at ``at`` starts a new session: the one rule that cuts them.
+
+    Walking a session's events in event-time order, it does when it comes ``gap`` or more after
+    the ``previous`` event, or ``max_length`` (None: no cap) or more after the session's
+    ``first`` event. Times and durations are datetimes and timedeltas here, epoch milliseconds
+    in :mod:`usp_feast.engagements`.
+
+    Example:
+        >>> starts_session(0, 10, 39, gap=30, max_length=None)
+        False
+        >>> starts_session(0, 10, 40, gap=30, max_length=None), starts_session(0, 10, 20, 30, 20)
+        (True, True)
+
+    """
+    return at - previous >= gap or (max_length is not None and at - first >= max_length)
+
+
 def _split(refs: Sequence[EventRef], spec: SessionSpec) -> list[tuple[EventRef, ...]]:
-    """Cut time-sorted, distinct events into sessions in one pass (the only place rules live)."""
+    """Cut time-sorted, distinct events into sessions in one pass."""
     sessions: list[tuple[EventRef, ...]] = []
     current: list[EventRef] = []
     for ref in refs:
-        if current and (
-            ref.event_time - current[-1].event_time >= spec.gap
-            or (
-                spec.max_length is not None
-                and ref.event_time - current[0].event_time >= spec.max_length
-            )
+        if current and starts_session(
+            current[0].event_time,
+            current[-1].event_time,
+            ref.event_time,
+            spec.gap,
+            spec.max_length,
         ):
             sessions.append(tuple(current))
             current = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -22,16 +23,22 @@ from usp_feast.durations import format_duration, parse_duration
 from usp_feast.filters import FilterError, parse_filter
 from usp_feast.limits import MAX_WINDOW
 from usp_feast.segments import SegmentRules, SignalCondition
+from usp_feast.sessions import SessionSpec
+from usp_feast.windows import SlidingWindowSpec
 
 __all__ = [
+    "ENGAGEMENT_COLUMNS",
     "FIELD_TYPES",
     "RESERVED_COLUMNS",
     "Duration",
     "FieldType",
     "QueryFeatureSpec",
     "SegmentSpec",
+    "SessionEngagementSpec",
+    "SessionWindowModel",
     "SignalConditionSpec",
     "SignalSpec",
+    "SlidingWindowModel",
     "SourceSpec",
 ]
 
@@ -291,3 +298,210 @@ class SegmentSpec(_Spec):
     def late_topic(self) -> str:
         """Kafka topic of input applied late (behind the watermark) or set aside, with why."""
         return f"usp.late.segment.{self.name}"
+
+
+# Columns of every session engagement row (the key, the event and the engagement's own times);
+# a feature cannot take one of these names.
+ENGAGEMENT_COLUMNS = (
+    "user_id",
+    "event_id",
+    "event_ts",
+    "started_at",
+    "last_event_at",
+    "expires_at",
+    "closed",
+)
+
+
+def _not_engagement_column(name: str) -> str:
+    if name in ENGAGEMENT_COLUMNS:
+        raise ValueError(
+            f"{name!r} is a column of every session engagement row; rename the feature"
+        )
+    return name
+
+
+def _parsed_aggregate(value: str) -> str:
+    try:
+        AggregateSpec.parse(value)
+    except AggregateError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# Checked per key and per value, so each bad feature is reported on its own line.
+EngagementFeatureName = Annotated[Identifier, AfterValidator(_not_engagement_column)]
+AggregateText = Annotated[str, AfterValidator(_parsed_aggregate)]
+
+
+class SessionWindowModel(_Spec):
+    """A visit: events closer than ``gap`` share a session, optionally capped in length."""
+
+    gap: Duration = Field(description="the silence that ends a session, e.g. 30m")
+    max_length: Duration | None = Field(None, description="optional cap on a session's span")
+
+    @field_validator("gap", "max_length")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+
+class SlidingWindowModel(_Spec):
+    """Windows of ``size`` starting every ``step`` (``step == size``: tumbling windows)."""
+
+    size: Duration = Field(description="length of each window, a whole multiple of step")
+    step: Duration = Field(description="time between window starts")
+
+    @model_validator(mode="after")
+    def _fits(self) -> SlidingWindowModel:
+        SlidingWindowSpec(size=self.size, step=self.step)  # its ValueError names the fix
+        return self
+
+
+class SessionEngagementSpec(_Spec):
+    """Per-user aggregates over a visit (``session``) or a sliding ``window`` of signal events.
+
+    Example:
+        >>> spec = SessionEngagementSpec(
+        ...     name="browse_session", owner="discovery-team", signals=["search", "view"],
+        ...     session={"gap": "30m", "max_length": "4h"},
+        ...     features={"events": "count", "top_cities": "top_k:city:3"})
+        >>> spec.kind, spec.view, spec.topic
+        ('session', 'browse_session', 'usp.session.browse_session')
+        >>> spec.describe()
+        'session: 30m gap, at most 4h, over search, view'
+        >>> spec.aggregates()["top_cities"]
+        AggregateSpec(kind='top_k', field='city', k=3)
+        >>> SessionEngagementSpec(
+        ...     name="views_10m", owner="discovery-team", signals=["view"],
+        ...     window={"size": "10m", "step": "5m"}, features={"count": "count"}).describe()
+        '10m window every 5m over view'
+
+    """
+
+    name: Identifier
+    description: str = ""
+    owner: Annotated[str, StringConstraints(min_length=1)]
+    signals: list[Identifier] = Field(min_length=1, description="the signals aggregated")
+    session: SessionWindowModel | None = Field(
+        None, description="sessions: a visit ends after a gap without events"
+    )
+    # Validated even when absent, so "neither session nor window" is reported.
+    window: SlidingWindowModel | None = Field(
+        None, validate_default=True, description="sliding windows of size, every step"
+    )
+    allowed_lateness: Duration = Field(
+        timedelta(0), description="how long after its end late events still update a result"
+    )
+    features: dict[EngagementFeatureName, AggregateText] = Field(
+        min_length=1, description="feature name -> aggregate, e.g. top_k:city:3"
+    )
+    retention: Duration = Field(
+        timedelta(days=90), description="how long closed summaries are kept in history"
+    )
+
+    @field_validator("signals")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _session_or_window(
+        cls, value: SlidingWindowModel | None, info: ValidationInfo
+    ) -> SlidingWindowModel | None:
+        if "session" not in info.data:  # the session block is invalid: reported on its own
+            return value
+        if info.data["session"] is not None and value is not None:
+            raise ValueError("set either session or window, not both")
+        if info.data["session"] is None and value is None:
+            raise ValueError(
+                "set one of session (visits ending after a gap, e.g. session: {gap: 30m}) "
+                "or window (sliding windows, e.g. window: {size: 10m, step: 5m})"
+            )
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    @field_validator("allowed_lateness")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @property
+    def kind(self) -> Literal["session", "window"]:
+        """``session`` (gap-based visits) or ``window`` (sliding windows)."""
+        return "session" if self.session is not None else "window"
+
+    def aggregates(self) -> dict[str, AggregateSpec]:
+        """Feature name → parsed aggregate, in definition order."""
+        return {name: AggregateSpec.parse(text) for name, text in self.features.items()}
+
+    def session_spec(self) -> SessionSpec:
+        """The pure-core form of a ``session`` engagement.
+
+        Raises:
+            ValueError: When the engagement is a sliding ``window``.
+
+        """
+        if self.session is None:
+            raise ValueError(f"{self.name} is a sliding window, not a session; use window_spec()")
+        return SessionSpec(gap=self.session.gap, max_length=self.session.max_length)
+
+    def window_spec(self) -> SlidingWindowSpec:
+        """The pure-core form of a ``window`` engagement.
+
+        Raises:
+            ValueError: When the engagement is a ``session``.
+
+        """
+        if self.window is None:
+            raise ValueError(f"{self.name} is a session, not a sliding window; use session_spec()")
+        return SlidingWindowSpec(
+            size=self.window.size, step=self.window.step, allowed_lateness=self.allowed_lateness
+        )
+
+    def describe(self) -> str:
+        """One line saying what the engagement aggregates over."""
+        over = ", ".join(self.signals)
+        if self.session is not None:
+            cap = self.session.max_length
+            at_most = f", at most {format_duration(cap)}" if cap is not None else ""
+            return f"session: {format_duration(self.session.gap)} gap{at_most}, over {over}"
+        window = cast(SlidingWindowModel, self.window)
+        return (
+            f"{format_duration(window.size)} window every {format_duration(window.step)} "
+            f"over {over}"
+        )
+
+    @property
+    def view(self) -> str:
+        """Name of the Feast feature view serving the features (the engagement's own name)."""
+        return self.name
+
+    @property
+    def push_source(self) -> str:
+        """Name of the view's Feast push source."""
+        return f"{self.name}_push"
+
+    @property
+    def topic(self) -> str:
+        """Kafka topic of the engagement's summaries."""
+        return f"usp.session.{self.name}"
+
+    @property
+    def late_topic(self) -> str:
+        """Kafka topic of input that arrived too late to be applied, with why."""
+        return f"usp.late.session.{self.name}"

@@ -20,7 +20,7 @@ import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 
 from usp_feast.filters import Filter
-from usp_feast.keys import signal_key, view_pattern
+from usp_feast.keys import current_key, current_pattern, signal_key, view_pattern
 from usp_feast.versions import Record, decode_member, duration_micros, encode_member
 
 __all__ = [
@@ -325,14 +325,46 @@ class VersionedStore:
             replies = self._execute(pipe)
         return [decode_member(r[0]) if r else None for r in replies]
 
+    def put_current(
+        self, view: str, documents: Sequence[tuple[str, bytes, int]], *, now_ms: int
+    ) -> None:
+        """Replace entities' current state of a session view, each until it expires.
+
+        This is state, not history: one small document per entity, overwritten, that Redis
+        deletes by itself at its expiry (``PXAT``), so memory follows the active users.
+
+        Args:
+            view: Feature view name.
+            documents: ``(entity, document, expires at in epoch ms)``; the last per entity wins.
+                One already expired at ``now_ms`` is not written.
+            now_ms: Processing time, epoch ms.
+
+        """
+        live = [(e, doc, until) for e, doc, until in documents if until > now_ms]
+        if not live:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for entity, document, until in live:
+                pipe.set(current_key(self.prefix, self.project, entity, view), document, pxat=until)
+            self._execute(pipe)
+
+    def current(self, view: str, entities: Sequence[str]) -> list[bytes | None]:
+        """Entities' current-state documents of a session view, in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for entity in entities:
+                pipe.get(current_key(self.prefix, self.project, entity, view))
+            return cast(list[bytes | None], self._execute(pipe))
+
     def versions(self, view: str, entity: str) -> list[Record]:
         """Every stored version of an entity's records, oldest event first (no collapsing)."""
         members = self._call(self.client.zrange, self.key(view, entity), 0, -1)
         return [decode_member(m) for m in members]
 
     def drop_view(self, view: str) -> int:
-        """Delete every entity's records of one view (feature view removed from the repo)."""
-        return self._unlink_matching(view_pattern(self.prefix, self.project, view))
+        """Delete every entity's records and current state of one view (removed from the repo)."""
+        return self._unlink_matching(
+            view_pattern(self.prefix, self.project, view)
+        ) + self._unlink_matching(current_pattern(self.prefix, self.project, view))
 
     def drop_project(self) -> int:
         """Delete every key of this project (``feast teardown``)."""

@@ -42,6 +42,7 @@ __all__ = [
     "SlidingWindowSpec",
     "WindowState",
     "WindowValues",
+    "named_aggregates",
 ]
 
 _SNAPSHOT_VERSION = 1
@@ -167,8 +168,8 @@ class WindowState:
         >>> state = WindowState()
         >>> _ = logic.add(state, {}, 60_000, watermark_ms=0)
         >>> data = state.snapshot()
-        >>> data["windows"]
-        [[-300000, {'count': 1}], [0, {'count': 1}]]
+        >>> data["windows"], data["aggregates"]
+        ([[-300000, {'count': 1}], [0, {'count': 1}]], {'count': 'count'})
         >>> WindowState.restore(data, logic.aggregates).snapshot() == data
         True
 
@@ -181,11 +182,17 @@ class WindowState:
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able data for Flink state; :meth:`restore` reads it back."""
         windows = [
-            [start, {str(acc.spec): acc.snapshot() for acc in accumulators.values()}]
+            [start, {name: acc.snapshot() for name, acc in accumulators.items()}]
             for start, accumulators in sorted(self.windows.items())
         ]
+        aggregates = {
+            name: str(acc.spec)
+            for accumulators in self.windows.values()
+            for name, acc in accumulators.items()
+        }
         return {
             "v": _SNAPSHOT_VERSION,
+            "aggregates": aggregates,
             "windows": windows,
             "fired": sorted(self.fired),
             "changed": sorted(self.changed),
@@ -193,13 +200,16 @@ class WindowState:
 
     @classmethod
     def restore(
-        cls, data: Mapping[str, Any] | None, aggregates: Sequence[AggregateSpec]
+        cls,
+        data: Mapping[str, Any] | None,
+        aggregates: Mapping[str, AggregateSpec] | Sequence[AggregateSpec],
     ) -> WindowState:
         """The state saved by :meth:`snapshot` (a fresh one for None).
 
         Args:
             data: What :meth:`snapshot` returned.
-            aggregates: The job's aggregates; each must be in the snapshot.
+            aggregates: The job's aggregates by result key (a sequence: keyed by
+                :attr:`AggregateSpec.name`); each must be in the snapshot.
 
         Raises:
             ValueError: When ``data`` is of another version or lacks one of ``aggregates``
@@ -210,17 +220,23 @@ class WindowState:
             return cls()
         if data.get("v") != _SNAPSHOT_VERSION:
             raise ValueError(f"unknown window state version {data.get('v')!r}")
-        state = cls(fired=set(data["fired"]), changed=set(data["changed"]))
-        for start, saved in data["windows"]:
-            missing = [str(spec) for spec in aggregates if str(spec) not in saved]
+        named, saved_specs = named_aggregates(aggregates), data.get("aggregates", {})
+        if data["windows"]:
+            missing = [
+                f"{spec}' as '{name}"
+                for name, spec in named.items()
+                if saved_specs.get(name) != str(spec)
+            ]
             if missing:
                 raise ValueError(
-                    f"window state has no aggregate {missing[0]!r} (it has "
-                    f"{', '.join(sorted(saved))}); the job's aggregates changed, start it from "
-                    "fresh state"
+                    f"window state has no aggregate '{missing[0]}' (it has "
+                    f"{', '.join(f'{v} as {k}' for k, v in sorted(saved_specs.items()))}); the "
+                    "job's aggregates changed, start it from fresh state"
                 )
+        state = cls(fired=set(data["fired"]), changed=set(data["changed"]))
+        for start, saved in data["windows"]:
             state.windows[int(start)] = {
-                spec.name: Accumulator.restore(spec, saved[str(spec)]) for spec in aggregates
+                name: Accumulator.restore(spec, saved[name]) for name, spec in named.items()
             }
         return state
 
@@ -230,7 +246,8 @@ class SlidingWindowLogic:
 
     Args:
         spec: The windows.
-        aggregates: What each window computes; result keys (``name``) must be unique.
+        aggregates: What each window computes, by result key; a sequence is keyed by each
+            aggregate's :attr:`AggregateSpec.name`, which must then be unique.
 
     Raises:
         ValueError: When there is no aggregate or two share a result key.
@@ -250,18 +267,15 @@ class SlidingWindowLogic:
 
     """
 
-    def __init__(self, spec: SlidingWindowSpec, aggregates: Sequence[AggregateSpec]) -> None:
-        names: dict[str, AggregateSpec] = {}
-        for aggregate in aggregates:
-            if names.setdefault(aggregate.name, aggregate) != aggregate:
-                raise ValueError(
-                    f"aggregates {str(names[aggregate.name])!r} and {str(aggregate)!r} share "
-                    f"the result key {aggregate.name!r}; keep only one of them"
-                )
-        if not names:
-            raise ValueError("a sliding window needs at least one aggregate, e.g. count")
+    def __init__(
+        self,
+        spec: SlidingWindowSpec,
+        aggregates: Mapping[str, AggregateSpec] | Sequence[AggregateSpec],
+    ) -> None:
         self.spec = spec
-        self.aggregates = tuple(names.values())
+        self.aggregates = named_aggregates(aggregates)
+        if not self.aggregates:
+            raise ValueError("a sliding window needs at least one aggregate, e.g. count")
         self._size = spec.size // _MS
         self._step = spec.step // _MS
         self._lateness = spec.allowed_lateness // _MS
@@ -280,7 +294,7 @@ class SlidingWindowLogic:
         if not live:
             return AddResult(late=True)
         # Check the row once against fresh accumulators so bad data changes no window.
-        for aggregate in self.aggregates:
+        for aggregate in self.aggregates.values():
             aggregate.accumulator().add(row)
         updated = []
         for start, end in live:
@@ -328,6 +342,19 @@ class SlidingWindowLogic:
         accumulators = state.windows.get(boundary - self._size)
         return None if accumulators is None else _values(accumulators)
 
+    def serving(self, state: WindowState, after_ms: int) -> list[WindowValues]:
+        """The windows ending after ``after_ms``, oldest first.
+
+        Every one a reader may be served from ``after_ms`` on (see :meth:`current`), until an
+        event changes them.
+        """
+        size = self._size
+        return [
+            WindowValues(start, start + size, _values(accumulators))
+            for start, accumulators in sorted(state.windows.items())
+            if start + size > after_ms
+        ]
+
     def deadline(self, state: WindowState) -> int | None:
         """The watermark at which :meth:`fire` next has work (the job's timer), if any."""
         due = [
@@ -337,7 +364,32 @@ class SlidingWindowLogic:
         return min(due, default=None)
 
     def _fresh(self) -> dict[str, Accumulator]:
-        return {aggregate.name: aggregate.accumulator() for aggregate in self.aggregates}
+        return {name: aggregate.accumulator() for name, aggregate in self.aggregates.items()}
+
+
+def named_aggregates(
+    aggregates: Mapping[str, AggregateSpec] | Sequence[AggregateSpec],
+) -> dict[str, AggregateSpec]:
+    """Aggregates by result key; a sequence is keyed by :attr:`AggregateSpec.name`.
+
+    Raises:
+        ValueError: When two aggregates of a sequence share a result key.
+
+    Example:
+        >>> named_aggregates([AggregateSpec.parse("count")])
+        {'count': AggregateSpec(kind='count', field=None, k=None)}
+
+    """
+    if isinstance(aggregates, Mapping):
+        return dict(aggregates)
+    names: dict[str, AggregateSpec] = {}
+    for aggregate in aggregates:
+        if names.setdefault(aggregate.name, aggregate) != aggregate:
+            raise ValueError(
+                f"aggregates {str(names[aggregate.name])!r} and {str(aggregate)!r} share "
+                f"the result key {aggregate.name!r}; name them apart"
+            )
+    return names
 
 
 def _values(accumulators: Mapping[str, Accumulator]) -> dict[str, Any]:

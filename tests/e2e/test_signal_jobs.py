@@ -35,7 +35,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
     topics = write_prefixed_configs(load_definitions(repo), root / "streaming", prefix)
     ensure_topics(stack.kafka, topics)
     signal_configs = [
-        p for p in sorted((root / "streaming").glob("*.json")) if "segment_" not in p.name
+        p
+        for p in sorted((root / "streaming").glob("*.json"))
+        if not p.name.startswith(("segment_", "session_"))
     ]
     job = Job(repo, signal_configs, root / "checkpoints", root / "job.log")
     job.start()

@@ -17,16 +17,18 @@ from feast.value_type import ValueType
 from google.protobuf.message import Message
 
 from usp_feast.compile import (
+    ENGAGEMENT_FIELDS,
     USER,
     FeastObjects,
     compile_definitions,
     history_view,
     repo_objects,
+    session_view,
     signal_view,
     store_address,
 )
 from usp_feast.definitions import DefinitionError, Definitions, load_definitions
-from usp_feast.spec import SignalSpec
+from usp_feast.spec import SessionEngagementSpec, SignalSpec
 
 pytestmark = pytest.mark.unit
 
@@ -118,6 +120,8 @@ def test_views_follow_definition_names_in_order(compiled: FeastObjects) -> None:
         "view",
         "wishlist",
         "segment_active_trip_planner",
+        "browse_session",
+        "views_10m",
     ]
 
 
@@ -128,6 +132,11 @@ def test_repo_objects_names_everything_feast_apply_registers() -> None:
         ["user", "search_history"]
         + [f"{s}{suffix}" for s in EXPECTED for suffix in ("", "_push", "_source")]
         + [f"segment_active_trip_planner{suffix}" for suffix in ("", "_push", "_source")]
+        + [
+            f"{s}{suffix}"
+            for s in ("browse_session", "views_10m")
+            for suffix in ("", "_push", "_source")
+        ]
     )
 
 
@@ -312,3 +321,80 @@ def test_streaming_aggregate_kinds_type_their_query_features() -> None:
         "last_cities": Array(String),
         "span": Float64,
     }
+
+
+# The example sessions' features and their types, written out: aggregate and field type decide it.
+SESSION_FEATURES = {
+    "browse_session": {
+        "events": Int64,
+        "top_cities": Array(String),
+        "listings_viewed": Int64,
+        "avg_price": Float64,
+        "last_listings": Array(Int64),
+        "duration_s": Float64,
+    },
+    "views_10m": {
+        "count": Int64,
+        "distinct_listings": Int64,
+        "max_price": Float64,
+        "top_room_types": Array(String),
+    },
+}
+
+
+@pytest.mark.parametrize(("name", "kind"), [("browse_session", "session"), ("views_10m", "window")])
+def test_a_session_compiles_to_a_view_named_like_it(
+    compiled: FeastObjects, definitions: Definitions, name: str, kind: str
+) -> None:
+    view, spec = _view(compiled, name), definitions.session(name)
+    assert view.ttl == timedelta(0)  # how long a session counts is its own rule (expires_at)
+    assert {f.name: f.dtype for f in view.features} == {
+        "user_id": Int64,
+        "event_id": String,
+        **SESSION_FEATURES[name],
+        "started_at": UnixTimestamp,
+        "last_event_at": UnixTimestamp,
+        "expires_at": UnixTimestamp,
+        "closed": Bool,
+    }
+    assert ENGAGEMENT_FIELDS == ("started_at", "last_event_at", "expires_at", "closed")
+    assert view.tags == {
+        "usp.kind": "session",
+        "usp.window": kind,
+        "usp.session": name,
+        "usp.topic": f"usp.session.{name}",
+        "usp.retention": "90d",
+    }
+    assert view.online is True
+    assert (view.owner, view.description) == ("discovery-team", spec.description)
+    push = view.stream_source
+    assert isinstance(push, PushSource)
+    assert push.name == f"{name}_push"
+    assert isinstance(push.batch_source, FileSource)
+    assert push.batch_source.name == f"{name}_source"
+    assert push.batch_source.path == f"data/sessions/{name}"
+    assert push.batch_source.timestamp_field == "event_ts"
+    assert StreamFeatureView.from_proto(view.to_proto()) == view  # `feast plan` sees no change
+
+
+def test_a_session_without_a_description_is_described_by_its_rule(
+    definitions: Definitions,
+) -> None:
+    spec = SessionEngagementSpec(
+        name="quick_visit",
+        owner="o",
+        signals=["search", "view"],
+        session={"gap": "5m"},  # type: ignore[arg-type]
+        features={"guests": "sum:guests", "first": "first_ts", "ids": "last_k:event_id:2"},
+        retention="7d",  # type: ignore[arg-type]
+    )
+    _, _, view = session_view(spec, definitions)
+    assert view.description == "session: 5m gap, over search, view"
+    assert view.tags["usp.retention"] == "1w"
+    features = {f.name: f.dtype for f in view.features}
+    # sum of an int field stays an int; event times are ISO-8601 text; event_id is a string.
+    assert (features["guests"], features["first"], features["ids"]) == (
+        Int64,
+        String,
+        Array(String),
+    )

@@ -12,6 +12,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from usp_feast.definitions import (
     check_definitions,
     load_definitions,
 )
+from usp_feast.sessions import SessionSpec
+from usp_feast.windows import SlidingWindowSpec
 
 pytestmark = pytest.mark.unit
 
@@ -525,3 +528,318 @@ def test_asking_for_an_unknown_segment_or_job_lists_the_known_ones(repo: Repo) -
         definitions.segment("nope")
     with pytest.raises(KeyError, match="signals: search; segments: planner"):
         definitions.job_definition("nope")
+
+
+# A second signal for session engagements over more than one signal.
+VIEW = """\
+name: view
+owner: discovery-team
+source:
+  topic: events.listing_view
+fields:
+  listing_id: int
+  city: string
+  price: float
+transform: {module}.GoodTransform
+retention: 30d
+validation: view
+"""
+
+# A valid session over `search` and `view`.
+#  1 name  3 signals  4 session  5 session.gap  6 session.max_length  7 allowed_lateness
+#  8 features  9 events  10 top_queries  11 avg_price  12 span
+SESSION = """\
+name: visit
+owner: discovery-team
+signals: [search, view]
+session:
+  gap: 30m
+  max_length: 4h
+allowed_lateness: 1m
+features:
+  events: count
+  top_queries: top_k:query:3
+  avg_price: avg:price
+  span: duration
+"""
+# A valid sliding window over `view`.
+#  1 name  3 signals  4 window  5 window.size  6 window.step  7 features  8 count  9 max_price
+WINDOW = """\
+name: views_10m
+owner: discovery-team
+signals: [view]
+window:
+  size: 10m
+  step: 5m
+features:
+  count: count
+  max_price: max:price
+"""
+VISIT = Path("sessions/visit.yaml")
+
+
+def write_session(repo: Repo, text: str, file: str = "visit.yaml") -> None:
+    """Write a session engagement, with the `search` and `view` signals it reads."""
+    repo.valid()
+    repo.signal("view.yaml", VIEW)
+    (repo.path / "validation" / "view.json").write_text('{"name": "view", "expectations": []}')
+    (repo.path / "sessions").mkdir(exist_ok=True)
+    (repo.path / "sessions" / file).write_text(text)
+
+
+def test_a_valid_session_loads(repo: Repo) -> None:
+    write_session(repo, SESSION)
+    definitions = load_definitions(repo.path)
+    visit = definitions.session("visit")
+    assert visit.kind == "session"
+    assert visit.describe() == "session: 30m gap, at most 4h, over search, view"
+    assert list(visit.aggregates()) == ["events", "top_queries", "avg_price", "span"]
+    assert str(visit.aggregates()["top_queries"]) == "top_k:query:3"
+    assert visit.session_spec() == SessionSpec(
+        gap=timedelta(minutes=30), max_length=timedelta(hours=4)
+    )
+    assert visit.allowed_lateness == timedelta(minutes=1)
+    assert visit.retention == timedelta(days=90)  # the default
+    assert (visit.view, visit.push_source) == ("visit", "visit_push")
+    with pytest.raises(ValueError, match="visit is a session, not a sliding window"):
+        visit.window_spec()
+    assert definitions.job_definition("visit") is visit
+    assert definitions.topics([visit]) == [
+        "usp.signal.search",
+        "usp.signal.view",
+        "usp.session.visit",
+        "usp.late.session.visit",
+    ]
+
+
+def test_a_valid_window_loads(repo: Repo) -> None:
+    write_session(repo, WINDOW.replace("signals: [view]", "signals: [view]\nallowed_lateness: 30s"))
+    window = load_definitions(repo.path).session("views_10m")
+    assert window.kind == "window"
+    assert window.describe() == "10m window every 5m over view"
+    assert window.window_spec() == SlidingWindowSpec(
+        size=timedelta(minutes=10),
+        step=timedelta(minutes=5),
+        allowed_lateness=timedelta(seconds=30),
+    )
+    assert (window.topic, window.late_topic) == (
+        "usp.session.views_10m",
+        "usp.late.session.views_10m",
+    )
+    with pytest.raises(ValueError, match="views_10m is a sliding window, not a session"):
+        window.session_spec()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "field", "words"),
+    [
+        (
+            "session:\n  gap: 30m\n  max_length: 4h\n",
+            "",
+            1,
+            "window",
+            "set one of session (visits ending after a gap, e.g. session: {gap: 30m}) or window",
+        ),
+        (
+            "allowed_lateness",
+            "window:\n  size: 10m\n  step: 5m\nallowed_lateness",
+            7,
+            "window",
+            "set either session or window, not both",
+        ),
+        (
+            "signals: [search, view]",
+            "signals: [search, veiw]",
+            3,
+            "signals.1",
+            "unknown signal 'veiw'; defined signals: search, view",
+        ),
+        (
+            "signals: [search, view]",
+            "signals: [view, view]",
+            3,
+            "signals",
+            "lists 'view' more than once",
+        ),
+        ("signals: [search, view]", "signals: []", 3, "signals", "at least 1 item"),
+        (
+            "top_k:query:3",
+            "top_k:qeury:3",
+            10,
+            "features.top_queries",
+            "aggregate 'top_k:qeury:3' uses unknown field 'qeury'; known fields: city, event_id, "
+            "guests, listing_id, price, query (signals: search, view)",
+        ),
+        (
+            "avg:price",
+            "avg:city",
+            11,
+            "features.avg_price",
+            "aggregate 'avg:city' needs an int or float field, but 'city' is string",
+        ),
+        ("events: count", "events: counts", 9, "features.events", "invalid aggregate 'counts'"),
+        (
+            "  span: duration",
+            "  closed: duration",
+            12,
+            "features.closed",
+            "'closed' is a column of every session engagement row; rename the feature",
+        ),
+        (
+            "features:\n  events: count\n  top_queries: top_k:query:3\n  avg_price: avg:price\n"
+            "  span: duration\n",
+            "features: {}\n",
+            8,
+            "features",
+            "at least 1 item",
+        ),
+        (
+            "name: visit",
+            "name: view",
+            1,
+            "name",
+            "signal 'view' already has this name; definitions of every kind need names of their "
+            "own, so rename the session",
+        ),
+        (
+            "name: visit",
+            "name: search_history",
+            1,
+            "name",
+            "its view 'search_history' would be named like the query-features view of signal "
+            "'search' (Feast object names are shared by every definition); rename the session",
+        ),
+        (
+            "name: visit",
+            "name: view_push",
+            1,
+            "name",
+            "its view 'view_push' would be named like the push source of signal 'view'",
+        ),
+        (
+            "  max_length: 4h",
+            "  max_lenght: 4h",
+            6,
+            "session.max_lenght",
+            "unknown key 'max_lenght'; did you mean 'max_length'?",
+        ),
+        ("gap: 30m", "gap: 30mins", 5, "session.gap", "invalid duration '30mins'"),
+        ("gap: 30m", "gap: 0s", 5, "session.gap", "must be longer than zero"),
+        (
+            "allowed_lateness: 1m",
+            "allowed_lateness: soon",
+            7,
+            "allowed_lateness",
+            "invalid duration",
+        ),
+        ("allowed_lateness: 1m", "retention: 0d", 7, "retention", "must be longer than zero"),
+    ],
+)
+def test_session_problems_name_file_line_and_field(
+    repo: Repo, old: str, new: str, line: int, field: str, words: str
+) -> None:
+    assert old in SESSION
+    write_session(repo, SESSION.replace(old, new, 1))
+    problem = repo.only_problem()
+    assert (problem.file, problem.line, problem.field) == (VISIT, line, field)
+    assert words in problem.message, problem.message
+
+
+def test_a_typo_in_a_required_session_key_suggests_it_and_reports_it_missing(repo: Repo) -> None:
+    write_session(repo, SESSION.replace("features:", "featurs:"))
+    problems = {p.field: p for p in repo.problems()}
+    assert sorted(problems) == ["features", "featurs"]
+    assert (problems["featurs"].line, problems["featurs"].message) == (
+        8,
+        "unknown key 'featurs'; did you mean 'features'?",
+    )
+    assert (problems["features"].line, problems["features"].message) == (
+        1,
+        "required key is missing",
+    )
+
+
+def test_a_window_size_must_be_a_whole_multiple_of_the_step(repo: Repo) -> None:
+    write_session(repo, WINDOW.replace("step: 5m", "step: 4m"), "views_10m.yaml")
+    problem = repo.only_problem()
+    assert (problem.file, problem.line, problem.field) == (
+        Path("sessions/views_10m.yaml"),
+        4,
+        "window",
+    )
+    assert "must be a whole multiple of the step" in problem.message
+
+
+def test_signals_that_type_an_aggregated_field_differently_are_a_problem(repo: Repo) -> None:
+    write_session(repo, SESSION.replace("avg:price", "count_distinct:guests"))
+    repo.signal("view.yaml", VIEW.replace("price: float", "price: float\n  guests: string"))
+    problem = repo.only_problem()
+    assert (problem.file, problem.line, problem.field) == (VISIT, 11, "features.avg_price")
+    assert problem.message == (
+        "field 'guests' is int in search but string in view; an aggregate needs one type, "
+        "so list only signals that agree on it"
+    )
+
+
+def test_a_field_in_one_listed_signal_is_enough(repo: Repo) -> None:
+    # `query` is only in search, `price` only in view: each aggregate reads the rows that have it.
+    write_session(repo, SESSION)
+    assert repo.problems() == []
+
+
+def test_two_sessions_of_one_name_and_a_clash_with_a_segment(repo: Repo) -> None:
+    write_session(repo, SESSION, "a.yaml")
+    write_session(repo, SESSION, "b.yaml")
+    write_segment(repo, SEGMENT.replace("name: planner", "name: visit"))
+    problems = sorted(repo.problems(), key=str)
+    assert [(str(p.file), p.line, p.field) for p in problems] == [
+        ("sessions/a.yaml", 1, "name"),
+        ("sessions/b.yaml", 1, "name"),
+        ("sessions/b.yaml", 1, "name"),
+    ]
+    messages = [p.message for p in problems]
+    assert "session 'visit' is already defined in sessions/a.yaml:1" in messages
+    assert (
+        messages.count(
+            "segment 'visit' already has this name; definitions of every kind need names of their "
+            "own, so rename the session"
+        )
+        == 2
+    )
+
+
+def test_a_signal_named_like_a_session_job_config_is_rejected(repo: Repo) -> None:
+    repo.valid(old="name: search", new="name: session_x")
+    problem = repo.only_problem()
+    assert (problem.file, problem.field, problem.line) == (SEARCH, "name", 1)
+    assert problem.message == (
+        "names starting with 'session_' are reserved for session engagement job configs; "
+        "rename the signal"
+    )
+
+
+def test_asking_for_an_unknown_session_or_job_lists_the_known_ones(repo: Repo) -> None:
+    write_session(repo, SESSION)
+    definitions = load_definitions(repo.path)
+    with pytest.raises(KeyError, match="unknown session 'nope'; known sessions: visit"):
+        definitions.session("nope")
+    with pytest.raises(KeyError, match="signals: search, view; segments: none; sessions: visit"):
+        definitions.job_definition("nope")
+
+
+def test_the_example_sessions_load() -> None:
+    definitions = load_definitions(EXAMPLE_REPO)
+    assert [(s.name, s.kind) for s in definitions.sessions] == [
+        ("browse_session", "session"),
+        ("views_10m", "window"),
+    ]
+    browse = definitions.session("browse_session")
+    assert browse.describe() == "session: 30m gap, at most 4h, over search, view"
+    assert list(browse.features) == [
+        "events",
+        "top_cities",
+        "listings_viewed",
+        "avg_price",
+        "last_listings",
+        "duration_s",
+    ]

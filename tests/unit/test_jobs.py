@@ -13,10 +13,16 @@ from usp_feast.cli import main
 from usp_feast.definitions import load_definitions
 from usp_feast.jobs import (
     SegmentJobConfig,
+    SessionJobConfig,
+    SignalInput,
     SignalJobConfig,
+    config_file,
+    load_job_config,
     parse_job_config,
     render_job_configs,
+    session_job_config,
 )
+from usp_feast.runner import write_prefixed_configs
 
 pytestmark = pytest.mark.unit
 
@@ -29,6 +35,8 @@ def test_configs_name_the_topics_of_each_signal() -> None:
         "booking.json",
         "search.json",
         "segment_active_trip_planner.json",
+        "session_browse_session.json",
+        "session_views_10m.json",
         "view.json",
         "wishlist.json",
     ]
@@ -81,3 +89,44 @@ def test_generate_check_fails_on_a_stale_file_and_generate_fixes_it(tmp_path: Pa
     assert "view.json" in stale.output and "usp generate" in stale.output
     assert runner.invoke(main, ["generate", *args]).exit_code == 0
     assert runner.invoke(main, ["generate", "--check", *args]).exit_code == 0
+
+
+def test_a_session_config_names_its_input_and_output_topics() -> None:
+    definitions = load_definitions(ROOT / "feature_repo")
+    spec = definitions.session("browse_session")
+    assert config_file(spec) == "session_browse_session.json"
+    rendered = render_job_configs(definitions)[config_file(spec)]
+    config = parse_job_config(rendered)
+    assert isinstance(config, SessionJobConfig)
+    assert config == session_job_config(spec, definitions)
+    assert (config.kind, config.session, config.name) == (
+        "session",
+        "browse_session",
+        "session_browse_session",
+    )
+    assert config.inputs == (
+        SignalInput(signal="search", topic="usp.signal.search"),
+        SignalInput(signal="view", topic="usp.signal.view"),
+    )
+    assert (config.session_topic, config.late_topic, config.consumer_group) == (
+        "usp.session.browse_session",
+        "usp.late.session.browse_session",
+        "usp.session.browse_session",
+    )
+    assert (config.watermark_out_of_orderness_ms, config.idle_advance_ms) == (5_000, 2_000)
+    assert load_job_config(ROOT / "streaming" / "session_views_10m.json") == session_job_config(
+        definitions.session("views_10m"), definitions
+    )
+
+
+def test_prefixed_configs_rename_a_session_job_s_topics(tmp_path: Path) -> None:
+    topics = write_prefixed_configs(load_definitions(ROOT / "feature_repo"), tmp_path, "t1.")
+    config = load_job_config(tmp_path / "session_views_10m.json")
+    assert isinstance(config, SessionJobConfig)
+    assert (config.session_topic, config.late_topic, config.consumer_group) == (
+        "t1.usp.session.views_10m",
+        "t1.usp.late.session.views_10m",
+        "t1.usp.session.views_10m",
+    )
+    assert [i.topic for i in config.inputs] == ["t1.usp.signal.view"]
+    assert {"t1.usp.session.views_10m", "t1.usp.late.session.views_10m"} <= set(topics)

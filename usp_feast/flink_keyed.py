@@ -1,0 +1,178 @@
+"""The Flink wiring shared by the per-user jobs over signal topics (segments, sessions).
+
+Per definition, one pipeline::
+
+    Kafka usp.signal.<input signals> (record time = event time)
+      → event-time watermarks that keep moving while input is idle (Java)
+      → UserKeys (Java: the user id) → key by user
+      → the definition's KeyedProcessFunction (Python: pure-core state in keyed state, one
+        event-time timer per user) → JSON messages
+      ├→ StringBatcher (Java) → the definition's writer (Python: store, offline parts)
+      │    → Unbatcher (Java) → Kafka <output topic>
+      └→ side output LATE: input set aside or applied late, with the reason → Kafka <late topic>
+
+Crash safety: keyed state and timers are checkpointed with the source offsets; the
+StringBatcher hands its batch on before each barrier and the writer writes it synchronously,
+so a completed checkpoint never covers an unwritten message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.datastream import (
+    DataStream,
+    KeyedProcessFunction,
+    KeyedStream,
+    MapFunction,
+    OutputTag,
+)
+from pyflink.java_gateway import get_gateway
+from pyflink.table import StreamTableEnvironment
+
+from usp_feast.flink import JobRuntime, java_operator, kafka_rows, kafka_sink, unbatch
+from usp_feast.jobs import SignalInput
+
+__all__ = [
+    "CHANGE_BATCH",
+    "LATE",
+    "MESSAGES",
+    "SIGNAL_ROW",
+    "add_keyed_pipeline",
+    "aside",
+    "by_user",
+    "keep_one_timer",
+]
+
+# StringBatcher output: (messages as JSON, whether a checkpoint barrier follows).
+CHANGE_BATCH = Types.ROW([Types.OBJECT_ARRAY(Types.STRING()), Types.BOOLEAN()])
+# What the keyed function receives per signal event: (row JSON, topic).
+SIGNAL_ROW = Types.ROW([Types.STRING(), Types.STRING()])
+# A writer's output: (topic messages, event ms per message), for the Unbatcher.
+MESSAGES = Types.ROW([Types.LIST(Types.STRING()), Types.LIST(Types.LONG())])
+LATE = OutputTag("late", Types.STRING())
+
+
+class KeyedJobConfig(Protocol):
+    """What :func:`add_keyed_pipeline` reads of a segment or session job config."""
+
+    @property
+    def name(self) -> str: ...
+
+    inputs: tuple[SignalInput, ...]
+    late_topic: str
+    consumer_group: str
+    watermark_out_of_orderness_ms: int
+    idle_advance_ms: int
+    batch_max_rows: int
+    batch_max_delay_ms: int
+
+
+def add_keyed_pipeline(
+    t_env: StreamTableEnvironment,
+    config: KeyedJobConfig,
+    runtime: JobRuntime,
+    *,
+    process: KeyedProcessFunction,
+    write: MapFunction,
+    stage: str,
+    label: str,
+    output_topic: str,
+) -> None:
+    """Add one definition's pipeline (see the module docstring) to the job.
+
+    Args:
+        t_env: The job's table environment (the Kafka source is a table).
+        config: The definition's job config.
+        runtime: Where the job runs.
+        process: Keyed by user; yields JSON messages, and ``(LATE, text)`` for input set aside.
+        write: Takes a ``CHANGE_BATCH``, writes it, returns ``MESSAGES`` for the output topic.
+        stage: Names the keyed operator and its uid (``<name>-<stage>``; keep it stable, the
+            checkpointed state is found by it).
+        label: The definition's name, for operator names.
+        output_topic: Where the writer's messages go.
+
+    """
+    name = config.name
+    # Signal topics carry each row's event time as the Kafka record time (the signal job's
+    # Unbatcher sets it), so timestamps and watermarks need no Python call.
+    strategy = get_gateway().jvm.io.uspfeast.flink.IdleAdvancingWatermarks.strategy(
+        config.watermark_out_of_orderness_ms, config.idle_advance_ms, 2
+    )
+    rows = kafka_rows(
+        t_env,
+        f"signals_{name}",
+        columns="""
+          `value` STRING,
+          `topic` STRING METADATA VIRTUAL,
+          `event_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL""",
+        topics=[i.topic for i in config.inputs],
+        group=config.consumer_group,
+        bootstrap=runtime.bootstrap_servers,
+    )
+    signals = rows.assign_timestamps_and_watermarks(WatermarkStrategy(strategy)).uid(
+        f"{name}-watermarks"
+    )
+    changes = (
+        by_user(signals, f"user keys {name}")
+        .process(process, output_type=Types.STRING())
+        .name(f"{stage} {label}")
+        .uid(f"{name}-{stage}")
+    )
+    batcher = get_gateway().jvm.io.uspfeast.flink.StringBatcher(
+        config.batch_max_rows, config.batch_max_delay_ms
+    )
+    written = (
+        java_operator(changes, f"batch {name}", CHANGE_BATCH, batcher)
+        .uid(f"{name}-batch")
+        .map(write, output_type=MESSAGES)
+        .name(f"store {stage} {label}")
+        .uid(f"{name}-store")
+    )
+    unbatch(written, 0, 1, f"changes {name}").uid(f"{name}-changes").sink_to(
+        kafka_sink(runtime.bootstrap_servers, output_topic)
+    ).name(f"output topic {output_topic}").uid(f"{name}-topic-sink")
+    changes.get_side_output(LATE).sink_to(
+        kafka_sink(runtime.bootstrap_servers, config.late_topic)
+    ).name(f"late input {config.late_topic}").uid(f"{name}-late-sink")
+
+
+def by_user(signals: DataStream, name: str) -> KeyedStream:
+    """``signals.key_by(user id)``, with the key read in Java (``UserKeys``).
+
+    PyFlink's ``key_by`` runs the key selector in a Python operator of its own (one more
+    JVM-to-Python crossing per record); this builds the same keyed stream, ``(key, row)``
+    pairs partitioned by PyFlink's ``KeyByKeySelector``, from a Java operator instead.
+    """
+    gateway = get_gateway()
+    keyed_rows = java_operator(
+        signals,
+        name,
+        Types.ROW([Types.STRING(), SIGNAL_ROW]),
+        gateway.jvm.io.uspfeast.flink.UserKeys(),
+    )
+    j_keyed = keyed_rows._j_data_stream.keyBy(
+        gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, SIGNAL_ROW, signals)
+
+
+def aside(definition: dict[str, str], topic: str, text: str, reason: str) -> str:
+    """The late-topic message for one input: which definition, from where, why, the input."""
+    import orjson
+
+    return orjson.dumps({**definition, "topic": topic, "reason": reason, "event": text}).decode()
+
+
+def keep_one_timer(ctx: Any, timer: int | None, due: int | None) -> int | None:
+    """Keep at most one event-time timer per user, never later than ``due``; returns it.
+
+    A later ``due`` (the common case: activity pushes the deadline on) leaves the timer alone:
+    it fires at the old time, finds nothing due and is set again. That keeps timer calls off
+    the per-event path.
+    """
+    if due is not None and (timer is None or due < timer):
+        ctx.timer_service().register_event_time_timer(due)
+        return due
+    return timer

@@ -1,0 +1,222 @@
+"""Thin PyFlink adapter of a session engagement job: keyed state and timers around the core.
+
+Per definition, the pipeline of :mod:`usp_feast.flink_keyed` with:
+
+* SessionEngagement: the user's :class:`~usp_feast.engagements.SessionWindowState` (session
+  windows) or :class:`~usp_feast.windows.WindowState` (sliding windows) in keyed state, one
+  event-time timer at the logic's deadline. Each event yields the user's current state (what
+  readers are served while the session or window is open); each timer yields the summaries of
+  what closed.
+* WriteEngagement: current state per user into the store, summaries into history (through
+  Feast) and the offline Parquet store; the summaries then go to Kafka ``usp.session.<name>``.
+* Input that is not a signal row, carries bad data, or is late beyond the allowed lateness is
+  not applied: it goes to ``usp.late.session.<name>`` with the reason, and is counted.
+
+After a restart from a checkpoint, replayed input rebuilds the same state; summaries keep their
+record ids (``<name>:<start ms>``), so readers see new versions, not duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import (
+    KeyedProcessFunction,
+    MapFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.table import StreamTableEnvironment
+
+from usp_feast.flink import JobRuntime
+from usp_feast.flink_keyed import LATE, add_keyed_pipeline, aside, keep_one_timer
+from usp_feast.jobs import SessionJobConfig
+
+__all__ = ["add_session"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def add_session(
+    env: StreamExecutionEnvironment,
+    t_env: StreamTableEnvironment,
+    config: SessionJobConfig,
+    runtime: JobRuntime,
+) -> None:
+    """Add one session engagement's pipeline to the job."""
+    add_keyed_pipeline(
+        t_env,
+        config,
+        runtime,
+        process=SessionEngagement(config, runtime.repo),
+        write=WriteEngagement(config, runtime.repo),
+        stage="engagement",
+        label=config.session,
+        output_topic=config.session_topic,
+    )
+
+
+class SessionEngagement(KeyedProcessFunction):
+    """Keyed by user: applies each event and timer to the user's state with the pure core.
+
+    Watermarks: a Flink watermark ``W`` promises no event at or before ``W``; the core takes
+    the time up to which input is complete, ``W + 1``. A timer set at ``deadline - 1`` fires
+    when the watermark reaches it, so at exactly ``deadline`` in the core's terms.
+    """
+
+    def __init__(self, config: SessionJobConfig, repo: Path) -> None:
+        self.config = config
+        self.repo = repo
+        self.logic: Any = None
+        self.sessions = True
+        self.fields: tuple[str, ...] = ()
+        self.state: Any = None
+        self.signal_of: dict[str, str] = {}
+        self.late_count = 0
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Build the logic from the definition; declare the keyed state."""
+        from usp_feast.definitions import load_definitions
+        from usp_feast.engagements import SessionWindowLogic
+        from usp_feast.windows import SlidingWindowLogic
+
+        spec = load_definitions(self.repo, check_imports=False).session(self.config.session)
+        aggregates = spec.aggregates()
+        self.sessions = spec.kind == "session"
+        self.logic = (
+            SessionWindowLogic(spec.session_spec(), aggregates, spec.allowed_lateness)
+            if self.sessions
+            else SlidingWindowLogic(spec.window_spec(), aggregates)
+        )
+        # Only the fields the aggregates read are kept in state.
+        self.fields = tuple(sorted({a.field for a in aggregates.values() if a.field}))
+        self.signal_of = {i.topic: i.signal for i in self.config.inputs}
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("engagement", Types.PICKLED_BYTE_ARRAY())
+        )
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
+        """Apply one signal event of the current user; yield the user's current state."""
+        import orjson
+
+        from usp_feast.aggregates import AggregateError
+        from usp_feast.engagements import SessionWindowState, session_payload, window_payload
+        from usp_feast.windows import WindowState
+
+        text, topic = value
+        at = ctx.timestamp()
+        try:
+            row = orjson.loads(text)
+            event_id = str(row["event_id"])
+            fields = {name: row.get(name) for name in self.fields}
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            # Signal topics carry rows the signal jobs wrote; anything else is set aside.
+            yield LATE, self._aside(topic, text, f"not a signal row ({exc!r}); not applied")
+            return
+        watermark = ctx.timer_service().current_watermark() + 1
+        saved = self.state.value()
+        state, timer = saved if saved else (None, None)
+        try:
+            if self.sessions:
+                state = state or SessionWindowState()
+                added = self.logic.add(
+                    state, fields, event_id, self.signal_of[topic], at, watermark
+                )
+                late, current = added.late, added.current and session_payload(added.current)
+            else:
+                state = state or WindowState()
+                fields["event_ts"] = _EPOCH + at * _MS
+                late = self.logic.add(state, fields, at, watermark).late
+                current = None if late else window_payload(self.logic, state, at)
+        except AggregateError as exc:
+            yield LATE, self._aside(topic, text, f"{exc}; not applied")
+            return
+        if late:
+            self.late_count += 1
+            if self.late_count == 1 or self.late_count % 1000 == 0:
+                logger.warning(
+                    "%d input events arrived after their allowed lateness", self.late_count
+                )
+            reason = (
+                f"event time {at} ms is beyond the allowed lateness (watermark {watermark - 1} "
+                "ms); not applied"
+            )
+            yield LATE, self._aside(topic, text, reason)
+            return
+        timer = keep_one_timer(ctx, timer, _timer_for(self.logic.deadline(state)))
+        self.state.update((state, timer))
+        if current is not None:
+            message = {"user_id": ctx.get_current_key(), "current": current}
+            yield orjson.dumps({**message, "expires": current["expires"]}).decode()
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        """The watermark reached the deadline: yield the summaries of what closed."""
+        import orjson
+
+        from usp_feast.engagements import Engagement
+
+        saved = self.state.value()
+        if not saved:
+            return
+        state, _ = saved
+        closed = self.logic.fire(state, timestamp + 1)
+        timer = keep_one_timer(ctx, None, _timer_for(self.logic.deadline(state)))
+        self.state.update((state, timer))
+        user = ctx.get_current_key()
+        for item in closed:
+            engagement = (
+                item
+                if self.sessions
+                else Engagement(item.start_ms, None, item.end_ms, item.values, True, item.update)
+            )
+            row = engagement.to_row(self.config.session, user)
+            yield orjson.dumps({"closed": row}).decode()
+
+    def _aside(self, topic: str, text: str, reason: str) -> str:
+        return aside({"session": self.config.session}, topic, text, reason)
+
+
+def _timer_for(deadline: int | None) -> int | None:
+    return None if deadline is None else deadline - 1
+
+
+class WriteEngagement(MapFunction):
+    """Writes a batch of messages to the store; returns the summaries as topic messages."""
+
+    def __init__(self, config: SessionJobConfig, repo: Path) -> None:
+        self.config = config
+        self.repo = repo
+        self.sink: Any = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Connect to the store through the repository's Feast config."""
+        from usp_feast.feast_sink import EngagementSink
+
+        self.sink = EngagementSink(self.repo, self.config.session)
+
+    def close(self) -> None:
+        """Write the offline rows still buffered."""
+        if self.sink is not None:
+            self.sink.checkpoint()
+
+    def map(self, value: Any) -> Row:
+        """Write synchronously (a barrier may follow), then hand the summaries on."""
+        import orjson
+
+        from usp_feast.segments import row_event_ms
+
+        values, barrier_follows = value
+        messages = [orjson.loads(v) for v in values]
+        self.sink.write(messages)
+        if barrier_follows:
+            self.sink.checkpoint()
+        closed = [m["closed"] for m in messages if "closed" in m]
+        return Row([orjson.dumps(r).decode() for r in closed], [row_event_ms(r) for r in closed])
