@@ -21,84 +21,33 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-
-import orjson
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log, machine_info, percentiles, ratio
+from _keyed import Bench, Probe, freshness, prepare, put_signal_rows, signal_row
 from bench_streaming import bare_job_rate, rate_between, start, stop, wait_counts
 
-from usp_feast import SignalClient, devstack
 from usp_feast.definitions import load_definitions
-from usp_feast.kafka_io import producer
 from usp_feast.membership import MembersIndex
-from usp_feast.runner import ensure_topics, job_command, write_prefixed_configs
+from usp_feast.runner import job_command
 from usp_feast.segments import SegmentEvent, SegmentLogic, replay
 from usp_feast.store import connect
-from usp_feast.traffic import iso
 
-ROOT = Path(__file__).resolve().parents[1]
 SEGMENT = "active_trip_planner"
 VIEW = f"segment_{SEGMENT}"
 USERS = 2000
-PROBES = 200
-WARM_UP_S = 15.0
-
-
-def make_repo(root: Path, project: str, prefix: str) -> Path:
-    """The example repo with only search, booking and the segment; raw topics prefixed."""
-    repo = root / "feature_repo"
-    shutil.copytree(
-        ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__")
-    )
-    shutil.copytree(ROOT / "validation", root / "validation")
-    shutil.rmtree(repo / "sessions")  # they read signals this benchmark leaves out
-    for signal_file in (repo / "signals").glob("*.yaml"):
-        if signal_file.name not in ("search.yaml", "booking.yaml"):
-            signal_file.unlink()
-            continue
-        text = signal_file.read_text().replace("topic: events.", f"topic: {prefix}events.")
-        signal_file.write_text(text)
-    config = (repo / "feature_store.yaml").read_text()
-    (repo / "feature_store.yaml").write_text(
-        config.replace("project: usp_demo", f"project: {project}")
-    )
-    return repo
 
 
 def signal_rows(count: int, start_ms: int) -> list[tuple[str, int, dict]]:
     """(signal, event ms, row): mostly searches, a booking per 10 events, time increasing."""
     rows = []
     for i in range(count):
-        user = 1 + i % USERS
-        at = start_ms + i
         kind = "booking" if i % 10 == 9 else "search"
-        row = {
-            "user_id": user,
-            "event_id": f"e{i}",
-            "event_ts": iso(datetime.fromtimestamp(at / 1000, UTC)),
-        }
-        if kind == "search":
-            row |= {
-                "query": "x",
-                "city": "Nice",
-                "checkin": "2027-01-01",
-                "checkout": "2027-01-03",
-                "guests": 2,
-            }
-        else:
-            row |= {"listing_id": 1, "nights": 2, "price": 100.0}
-        rows.append((kind, at, row))
+        rows.append((kind, start_ms + i, signal_row(kind, i, 1 + i % USERS, start_ms + i)))
     return rows
 
 
@@ -111,37 +60,32 @@ def expected_changes(rows: list[tuple[str, int, dict]], repo: Path) -> int:
     return sum(len(replay(logic, events)[1]) for events in by_user.values())
 
 
-def throughput(
-    args,
-    stack,
-    work: Path,
-    repo: Path,
-    configs: list[Path],
-    prefix: str,
-    run: str,
-    client: SignalClient,
-    raw_redis: redis.Redis,
-) -> dict:
+def throughput(args, bench: Bench) -> dict:
     rows = signal_rows(args.events, int(time.time() * 1000) - 3_600_000)
-    total = expected_changes(rows, repo)
+    total = expected_changes(rows, bench.repo)
     log(f"producing {len(rows)} signal rows ({total} membership changes expected)")
-    sender = producer(stack.kafka)
-    for kind, at, row in rows:
-        sender.produce(f"{prefix}usp.signal.{kind}", orjson.dumps(row), timestamp=at)
-        sender.poll(0)
-    sender.flush(60)
+    put_signal_rows(bench.stack.kafka, bench.prefix, rows)
 
     log("baseline: bare PyFlink job over the search signal topic")
     searches = sum(1 for kind, _, _ in rows if kind == "search")
-    bare_rate = bare_job_rate(stack, f"{prefix}usp.signal.search", run, searches, work, raw_redis)
+    bare_rate = bare_job_rate(
+        bench.stack,
+        f"{bench.prefix}usp.signal.search",
+        bench.run,
+        searches,
+        bench.work,
+        bench.raw_redis,
+    )
 
     log("segment job")
-    segment_config = [c for c in configs if c.name == f"{VIEW}.json"]
-    job = start(job_command(segment_config, repo, work / "checkpoints-1"), work / "job1.log")
-    keys = [client.store.key(VIEW, str(u)) for u in range(1, USERS + 1)]
+    job = start(
+        job_command(bench.configs_named(VIEW), bench.repo, bench.work / "checkpoints-1"),
+        bench.work / "job1.log",
+    )
+    keys = [bench.client.store.key(VIEW, str(u)) for u in range(1, USERS + 1)]
 
     def stored() -> int:
-        with raw_redis.pipeline(transaction=False) as pipe:
+        with bench.raw_redis.pipeline(transaction=False) as pipe:
             for k in keys:
                 pipe.zcard(k)
             return sum(pipe.execute())
@@ -159,141 +103,6 @@ def throughput(
         "bare_job_events_per_s": None if bare_rate is None else round(bare_rate),
         "ratio_segment_to_bare": None if not rate or not bare_rate else ratio(rate, bare_rate),
     }
-
-
-def freshness(
-    stack, work: Path, repo: Path, configs: list[Path], prefix: str, rate: int, seconds: float
-) -> dict:
-    from feast import FeatureStore
-
-    store = FeatureStore(repo_path=str(repo))
-    job = start(job_command(configs, repo, work / "checkpoints-2"), work / "job2.log")
-    sent: dict[int, int] = {}
-    seen: dict[int, int] = {}
-    topic = f"{prefix}events.search"
-    try:
-        log("waiting for the signal and segment jobs to run")
-        warm_user = 8_000_000
-        _produce_search(stack.kafka, topic, warm_user)
-        deadline = time.monotonic() + 240
-        while not _members(store, [warm_user]) and time.monotonic() < deadline:
-            if job.poll() is not None:
-                raise RuntimeError("job exited early")
-            time.sleep(0.5)
-        done = threading.Event()
-        warm_up = WARM_UP_S if seconds > 10 else 5.0
-
-        def produce() -> None:
-            # The first seconds after a job starts are not its steady state (one stall of
-            # about 2 s was seen there): they run at the same rate but are not measured.
-            sender = producer(stack.kafka)
-            interval, next_at = 1.0 / rate, time.perf_counter()
-            skip = int(rate * warm_up)
-            for i in range(skip + int(rate * seconds)):
-                user = 9_000_000 + i
-                if i == skip:
-                    log(f"freshness at {rate} searches/s for {seconds:.0f} s")
-                if i >= skip and (i - skip) % max(1, int(rate * seconds) // PROBES) == 0:
-                    sent[user] = time.perf_counter_ns()
-                sender.produce(topic, _search(user))
-                sender.poll(0)
-                next_at += interval
-                pause = next_at - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-            sender.flush(10)
-            done.set()
-
-        def watch_signal_topic() -> None:
-            # When each probe's signal row is published (the segment job's input), to split
-            # the latency into "signal job + topic" and "segment job + store".
-            from confluent_kafka import Consumer
-
-            consumer = Consumer(
-                {
-                    "bootstrap.servers": stack.kafka,
-                    "group.id": f"bench-watch-{uuid.uuid4().hex[:6]}",
-                    "auto.offset.reset": "latest",
-                    "fetch.wait.max.ms": 5,
-                }
-            )
-            consumer.subscribe([f"{prefix}usp.signal.search"])
-            while time.perf_counter() < stop_at:
-                if done.is_set() and len(published) >= len(sent):
-                    break
-                message = consumer.poll(0.05)
-                if message is None or message.error():
-                    continue
-                user = orjson.loads(message.value())["user_id"]
-                if user in sent:
-                    published.setdefault(user, time.perf_counter_ns())
-            consumer.close()
-
-        published: dict[int, int] = {}
-        stop_at = time.perf_counter() + warm_up + seconds + 30
-        watcher = threading.Thread(target=watch_signal_topic)
-        watcher.start()
-        time.sleep(3)  # the watcher's consumer joins before the first probe
-        writer = threading.Thread(target=produce)
-        writer.start()
-        while time.perf_counter() < stop_at:
-            waiting = [u for u in list(sent) if u not in seen]
-            if done.is_set() and not waiting:
-                break
-            for user in _members(store, waiting[:100]):
-                seen.setdefault(user, time.perf_counter_ns())
-            time.sleep(0.01)  # a tight loop here would take CPU from the jobs on 2 cores
-        writer.join()
-        watcher.join()
-    finally:
-        stop(job)
-    result = _ms(percentiles([seen[u] - sent[u] for u in seen]))
-    result.update(
-        {"rate_per_s": rate, "seconds": seconds, "probes_sent": len(sent), "probes_seen": len(seen)}
-    )
-    both = [u for u in seen if u in published]
-    result["breakdown"] = {
-        "raw_to_signal_topic": _ms(percentiles([published[u] - sent[u] for u in both])),
-        "signal_topic_to_in_segment": _ms(percentiles([seen[u] - published[u] for u in both])),
-    }
-    return result
-
-
-def _ms(stats: dict) -> dict:
-    return {
-        k.replace("_us", "_ms"): (round(v / 1000, 1) if k.endswith("_us") else v)
-        for k, v in stats.items()
-    }
-
-
-def _search(user: int) -> bytes:
-    return orjson.dumps(
-        {
-            "event_id": uuid.uuid4().hex,
-            "event_ts": iso(datetime.now(UTC)),
-            "user_id": user,
-            "query": "x",
-            "city": "Nice",
-            "checkin": "2027-01-01",
-            "checkout": "2027-01-03",
-            "guests": 2,
-        }
-    )
-
-
-def _produce_search(kafka: str, topic: str, user: int) -> None:
-    sender = producer(kafka)
-    sender.produce(topic, _search(user))
-    sender.flush(10)
-
-
-def _members(store, users: list[int]) -> list[int]:
-    if not users:
-        return []
-    found = store.get_online_features(
-        [f"{VIEW}:in_segment"], entity_rows=[{"user_id": u} for u in users]
-    ).to_dict()
-    return [u for u, flag in zip(found["user_id"], found["in_segment"], strict=True) if flag]
 
 
 def listing(redis_url: str, members: int, reads: int) -> dict:
@@ -373,36 +182,22 @@ def main() -> None:
     args = parser.parse_args()
     args.events = args.events or (20_000 if args.quick else 100_000)
     members = 100_000 if args.quick else 1_000_000
-    stack = devstack.up()
-    run = uuid.uuid4().hex[:8]
-    prefix = f"b{run}."
-    work = Path(tempfile.mkdtemp(prefix="usp-bench-segments-"))
-    repo = make_repo(work, f"uspbench_seg_{run}", prefix)
-    log("feast apply")
-    feast = Path(sys.executable).with_name("feast")
-    subprocess.run([str(feast), "apply"], cwd=repo, check=True, capture_output=True)
-    topics = write_prefixed_configs(load_definitions(repo), work / "streaming", prefix)
-    configs = sorted((work / "streaming").glob("*.json"))
-    ensure_topics(stack.kafka, topics)
-    client = SignalClient.from_repo(repo)
-    raw_redis = redis.Redis.from_url(stack.redis)
-    result: dict = {"benchmark": "segments", "machine": machine_info(raw_redis)}
+    bench = prepare("segments", "seg", ("search", "booking"), segments=True, sessions=False)
+    result: dict = {"benchmark": "segments", "machine": machine_info(bench.raw_redis)}
     try:
         if args.only in (None, "throughput"):
-            result["throughput"] = throughput(
-                args, stack, work, repo, configs, prefix, run, client, raw_redis
-            )
+            result["throughput"] = throughput(args, bench)
             log(f"throughput: {result['throughput']}")
         if args.only in (None, "freshness"):
+            probe = Probe("search", "events.search", f"{VIEW}:in_segment", "in_segment")
             result["freshness_trigger_to_in_segment"] = freshness(
-                stack, work, repo, configs, prefix, 200, 10.0 if args.quick else 20.0
+                bench, probe, 200, 10.0 if args.quick else 20.0
             )
             log(f"freshness: {result['freshness_trigger_to_in_segment']}")
         if args.only in (None, "listing"):
-            result["members_listing"] = listing(stack.redis, members, 200)
+            result["members_listing"] = listing(bench.stack.redis, members, 200)
     finally:
-        result["cleanup"] = {"keys_removed": client.store.drop_project()}
-        shutil.rmtree(work, ignore_errors=True)
+        result["cleanup"] = bench.finish()
     emit(result)
 
 

@@ -266,24 +266,19 @@ def _print_session(report: SessionReport, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    rows = [("current", report.current)] if report.current else []
-    rows += [("closed", e) for e in report.recent]
+    shown = ([("current", report.current)] if report.current else []) + [
+        (f"closed {i}", e) for i, e in enumerate(report.recent, 1)
+    ]
     title = f"user {report.user_id} · {report.session} ({report.kind})"
     if not report.current:
         title += " · nothing open now"
-    table = Table(title=title, title_justify="left")
-    names = sorted({name for _, e in rows for name in e.values})
-    for column in ("", "started_at", "last_event_at", "expires_at", *names):
-        table.add_column(column)
-    for label, engagement in rows:
-        data = engagement.to_dict()
-        table.add_row(
-            label,
-            data["started_at"],
-            str(data["last_event_at"] or ""),
-            data["expires_at"],
-            *(json.dumps(engagement.values.get(n)) for n in names),
-        )
+    # One column per session, one row per time or feature: features are many, sessions few.
+    table = Table("", *(label for label, _ in shown), title=title, title_justify="left")
+    dicts = [e.to_dict() for _, e in shown]
+    for key in ("started_at", "last_event_at", "expires_at"):
+        table.add_row(key, *(str(d[key] or "") for d in dicts))
+    for name in dict.fromkeys(name for _, e in shown for name in e.values):
+        table.add_row(name, *(json.dumps(e.values.get(name)) for _, e in shown))
     Console().print(table)
 
 

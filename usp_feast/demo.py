@@ -59,10 +59,13 @@ def run_demo(
     FeatureStore(repo_path=str(repo)).apply(list(repo_objects(repo).values()))
     streaming = repo.parent / "streaming"
     configs = sorted(write_configs(definitions, streaming))
-    ensure_topics(kafka, definitions.topics([*definitions.signals, *definitions.segments]))
+    ensure_topics(
+        kafka,
+        definitions.topics([*definitions.signals, *definitions.segments, *definitions.sessions]),
+    )
     console.print(
-        f"{len(definitions.signals)} signals and {len(definitions.segments)} segments registered;"
-        f" job configs in {streaming}"
+        f"{len(definitions.signals)} signals, {len(definitions.segments)} segments and "
+        f"{len(definitions.sessions)} session engagements registered; job configs in {streaming}"
     )
 
     console.rule("[bold]2. Flink job: Kafka → contract → transform → versioned store")
@@ -183,6 +186,13 @@ def _count_dead_letters(
     consumer.close()
 
 
+def _values(values: dict) -> str:
+    """Feature values in one short line (top_k pairs shown as their values)."""
+    from usp_feast.engagements import feast_value
+
+    return ", ".join(f"{k}={feast_value(v)}" for k, v in values.items() if v not in (None, []))
+
+
 def _view(
     client: SignalClient, definitions: Definitions, users: list[int], stats: DemoStats
 ) -> tuple[Group, bool]:
@@ -207,7 +217,17 @@ def _view(
             f"{m.segment} since {m.entered_at:%H:%M:%S}, until {m.expires_at:%Y-%m-%d %H:%M}"
             for m in client.segments(user)
         ]
-        table.caption = "segments: " + ("; ".join(memberships) or "none")
+        engagements = [
+            f"{name}: {_values(report.current.values)}"
+            for name in client.session_names
+            if (report := client.session(user, name, recent=0)).current is not None
+        ]
+        table.caption = (
+            "segments: "
+            + ("; ".join(memberships) or "none")
+            + "\nsessions now: "
+            + ("; ".join(engagements) or "none open")
+        )
         table.caption_justify = "left"
         parts.append(table)
     summary = Table(

@@ -136,3 +136,38 @@ def test_segments_and_members_commands(applied_repo: Path) -> None:
     bad_at = usp("segments", "3101", "--at", "noon", "--repo", str(applied_repo))
     assert bad_at.returncode == 1 and "--at:" in bad_at.stderr
     assert "Traceback" not in unknown.stderr + bad_at.stderr
+
+
+def test_query_shows_a_users_current_and_closed_sessions(applied_repo: Path) -> None:
+    from usp_feast.engagements import Engagement, session_payload
+    from usp_feast.feast_sink import EngagementSink
+    from usp_feast.store import now_micros
+
+    now = now_micros() // 1000
+    minute = 60_000
+    open_now = Engagement(
+        now - minute, now, now + 30 * minute, {"events": 2, "top_cities": [["Oslo", 2]]}
+    )
+    earlier = Engagement(
+        now - 90 * minute, now - 80 * minute, now - 50 * minute, {"events": 5}, closed=True
+    )
+    EngagementSink(applied_repo, "browse_session").write(
+        [
+            {
+                "user_id": "3201",
+                "current": session_payload(open_now),
+                "expires": open_now.expires_ms,
+            },
+            {"closed": earlier.to_row("browse_session", 3201)},
+        ]
+    )
+
+    result = usp("query", "3201", "browse_session", "--json", "--repo", str(applied_repo))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["kind"] == "session" and report["current"]["values"]["events"] == 2
+    assert [r["values"]["events"] for r in report["recent"]] == [5]
+
+    table = usp("query", "3201", "browse_session", "--repo", str(applied_repo))
+    assert table.returncode == 0, table.stderr
+    assert "browse_session (session)" in table.stdout and "current" in table.stdout
