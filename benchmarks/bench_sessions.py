@@ -52,34 +52,43 @@ BASELINE_USERS, ROWS_PER_USER = 500, 10
 Rows = list[tuple[str, int, dict]]
 
 
+def kind_of(i: int) -> str:
+    """The signal of the ``i``-th row: users take turns, every fifth round searches."""
+    return "search" if (i // USERS) % 5 == 4 else "view"
+
+
 def first_event_ms(count: int, step_ms: int) -> int:
     """When the first of ``count`` rows happens: 5 minutes ago, or later if need be.
 
     A user's ``views_10m`` document expires at the end of its last window, i.e. between 5 and
     10 minutes after the user's last view, and Redis then deletes it. So that every user's last
-    row lands in the current ``step_ms`` step (documents then live at least 5 more minutes,
-    longer than the job needs), the rows start later when the last round of users would fall
-    in the previous step; no row is in the future.
+    view lands in the current ``step_ms`` step (documents then live at least 5 more minutes,
+    longer than the job needs), the rows start later when one would fall in the previous
+    step; no row is in the future.
     """
+    last_view: dict[int, int] = {}
+    for i in range(count):
+        if kind_of(i) == "view":
+            last_view[i % USERS] = i
+    settled = min(last_view.values())  # every user's last view is at or after this row
     while True:
         now = int(time.time() * 1000)
         boundary = now - now % step_ms
         first = now - 300_000
-        if first + count - USERS >= boundary:
+        if first + settled >= boundary:
             return first
-        first = boundary + USERS - count
+        first = boundary - settled
         if first + count <= now:
             return first
         time.sleep((first + count - now) / 1000 + 0.1)
 
 
 def signal_rows(count: int, first_ms: int) -> Rows:
-    """(signal, event ms, row): round-robin over users, every fifth round searches."""
-    rows = []
-    for i in range(count):
-        kind = "search" if (i // USERS) % 5 == 4 else "view"
-        rows.append((kind, first_ms + i, signal_row(kind, i, 1 + i % USERS, first_ms + i)))
-    return rows
+    """(signal, event ms, row): round-robin over users, time increasing by 1 ms."""
+    return [
+        (kind_of(i), first_ms + i, signal_row(kind_of(i), i, 1 + i % USERS, first_ms + i))
+        for i in range(count)
+    ]
 
 
 def throughput(args, bench: Bench, rows: Rows) -> dict:

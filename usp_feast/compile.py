@@ -153,29 +153,50 @@ def segment_view(spec: SegmentSpec) -> tuple[Any, Any, SignalView]:
     The view has no TTL: how long a membership lasts is the segment's rule, applied at read
     time from ``expires_at``.
     """
-    offline = FileSource(
-        name=f"{spec.view}_source",
-        path=f"data/segments/{spec.name}",
-        timestamp_field="event_ts",
-        description=f"Membership changes of segment {spec.name}",
-    )
-    view = SignalView(
-        name=spec.view,
-        source=PushSource(name=spec.push_source, batch_source=offline),
-        entities=[USER],
-        ttl=timedelta(0),
-        schema=[Field(name="event_id", dtype=String)]
-        + [Field(name=name, dtype=dtype) for name, dtype in SEGMENT_FEATURES],
-        timestamp_field="event_ts",
-        online=True,
+    return _derived_view(
+        spec.view,
+        spec.push_source,
+        FileSource(
+            name=f"{spec.view}_source",
+            path=f"data/segments/{spec.name}",
+            timestamp_field="event_ts",
+            description=f"Membership changes of segment {spec.name}",
+        ),
+        [Field(name=name, dtype=dtype) for name, dtype in SEGMENT_FEATURES],
         description=spec.description or spec.rules().describe(),
         owner=spec.owner,
-        tags={
-            "usp.kind": "segment",
-            "usp.segment": spec.name,
-            "usp.topic": spec.topic,
-            RETENTION_TAG: format_duration(spec.retention),
-        },
+        tags={"usp.kind": "segment", "usp.segment": spec.name, "usp.topic": spec.topic},
+        retention=spec.retention,
+    )
+
+
+def _derived_view(
+    name: str,
+    push_source: str,
+    offline: FileSource,
+    features: list[Field],
+    *,
+    description: str,
+    owner: str,
+    tags: dict[str, str],
+    retention: timedelta,
+) -> tuple[Any, Any, SignalView]:
+    """A view a job derives from signals (segments, sessions).
+
+    Keyed by user, no TTL (its own expiry rule is applied at read time), records named by
+    ``event_id``.
+    """
+    view = SignalView(
+        name=name,
+        source=PushSource(name=push_source, batch_source=offline),
+        entities=[USER],
+        ttl=timedelta(0),
+        schema=[Field(name="event_id", dtype=String), *features],
+        timestamp_field="event_ts",
+        online=True,
+        description=description,
+        owner=owner,
+        tags={**tags, RETENTION_TAG: format_duration(retention)},
     )
     view.entity_columns = [Field(name="user_id", dtype=Int64)]
     view = SignalView.from_proto(view.to_proto())
@@ -227,16 +248,11 @@ def session_view(
             (s.fields[aggregate.field] for s in signals if aggregate.field in s.fields), None
         )
         features.append(Field(name=name, dtype=_feature_type(aggregate, field_type)))
-    view = SignalView(
-        name=spec.view,
-        source=PushSource(name=spec.push_source, batch_source=offline),
-        entities=[USER],
-        ttl=timedelta(0),
-        schema=[Field(name="event_id", dtype=String)]
-        + features
-        + [Field(name=name, dtype=_ENGAGEMENT_TYPES[name]) for name in ENGAGEMENT_FIELDS],
-        timestamp_field="event_ts",
-        online=True,
+    return _derived_view(
+        spec.view,
+        spec.push_source,
+        offline,
+        features + [Field(name=name, dtype=_ENGAGEMENT_TYPES[name]) for name in ENGAGEMENT_FIELDS],
         description=spec.description or spec.describe(),
         owner=spec.owner,
         tags={
@@ -244,12 +260,9 @@ def session_view(
             "usp.window": spec.kind,
             "usp.session": spec.name,
             "usp.topic": spec.topic,
-            RETENTION_TAG: format_duration(spec.retention),
         },
+        retention=spec.retention,
     )
-    view.entity_columns = [Field(name="user_id", dtype=Int64)]
-    view = SignalView.from_proto(view.to_proto())
-    return view.batch_source, view.stream_source, view
 
 
 def history_view(

@@ -18,27 +18,31 @@ so a completed checkpoint never covers an unwritten message.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import Row, Types, WatermarkStrategy
 from pyflink.datastream import (
     DataStream,
     KeyedProcessFunction,
     KeyedStream,
     MapFunction,
     OutputTag,
+    RuntimeContext,
 )
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime, java_operator, kafka_rows, kafka_sink, unbatch
-from usp_feast.jobs import SignalInput
+from usp_feast.jobs import KeyedJobConfig
 
 __all__ = [
     "CHANGE_BATCH",
     "LATE",
     "MESSAGES",
     "SIGNAL_ROW",
+    "BatchWriter",
     "add_keyed_pipeline",
     "aside",
     "by_user",
@@ -54,28 +58,13 @@ MESSAGES = Types.ROW([Types.LIST(Types.STRING()), Types.LIST(Types.LONG())])
 LATE = OutputTag("late", Types.STRING())
 
 
-class KeyedJobConfig(Protocol):
-    """What :func:`add_keyed_pipeline` reads of a segment or session job config."""
-
-    @property
-    def name(self) -> str: ...
-
-    inputs: tuple[SignalInput, ...]
-    late_topic: str
-    consumer_group: str
-    watermark_out_of_orderness_ms: int
-    idle_advance_ms: int
-    batch_max_rows: int
-    batch_max_delay_ms: int
-
-
 def add_keyed_pipeline(
     t_env: StreamTableEnvironment,
     config: KeyedJobConfig,
     runtime: JobRuntime,
     *,
     process: KeyedProcessFunction,
-    write: MapFunction,
+    write: BatchWriter,
     stage: str,
     label: str,
     output_topic: str,
@@ -176,3 +165,46 @@ def keep_one_timer(ctx: Any, timer: int | None, due: int | None) -> int | None:
         ctx.timer_service().register_event_time_timer(due)
         return due
     return timer
+
+
+class BatchWriter(MapFunction):
+    """The writer step: a batch of JSON messages in, written, topic messages out.
+
+    Subclasses say which sink writes (:meth:`make_sink`: ``write(rows)`` and ``checkpoint()``)
+    and what goes on the output topic (:meth:`published`). Before a checkpoint barrier the
+    sink is checkpointed too (offline part files), so a completed checkpoint covers only
+    written rows.
+    """
+
+    def __init__(self, repo: Path, definition: str) -> None:
+        self.repo = repo
+        self.definition = definition
+        self.sink: Any = None
+
+    def make_sink(self) -> Any:
+        """The sink, built in the task (it holds connections)."""
+        raise NotImplementedError
+
+    def published(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
+        """The output topic's messages for ``rows`` and each one's event time (epoch ms)."""
+        raise NotImplementedError
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Connect the sink to the store through the repository's Feast config."""
+        self.sink = self.make_sink()
+
+    def close(self) -> None:
+        """Write the offline rows still buffered."""
+        if self.sink is not None:
+            self.sink.checkpoint()
+
+    def map(self, value: Any) -> Row:
+        """Write synchronously (a barrier may follow), then hand the messages on."""
+        import orjson
+
+        values, barrier_follows = value
+        rows = [orjson.loads(v) for v in values]
+        self.sink.write(rows)
+        if barrier_follows:
+            self.sink.checkpoint()
+        return Row(*self.published(rows))

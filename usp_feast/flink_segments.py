@@ -16,21 +16,17 @@ no duplicates after a restart from a checkpoint.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pyflink.common import Row, Types
-from pyflink.datastream import (
-    KeyedProcessFunction,
-    MapFunction,
-    RuntimeContext,
-    StreamExecutionEnvironment,
-)
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime
-from usp_feast.flink_keyed import LATE, add_keyed_pipeline, aside, keep_one_timer
+from usp_feast.flink_keyed import LATE, BatchWriter, add_keyed_pipeline, aside, keep_one_timer
 from usp_feast.jobs import SegmentJobConfig
 
 __all__ = ["add_segment"]
@@ -50,7 +46,7 @@ def add_segment(
         config,
         runtime,
         process=SegmentMembership(config, runtime.repo),
-        write=WriteMembership(config, runtime.repo),
+        write=WriteMembership(runtime.repo, config.segment),
         stage="membership",
         label=config.segment,
         output_topic=config.segment_topic,
@@ -134,36 +130,21 @@ class SegmentMembership(KeyedProcessFunction):
             yield orjson.dumps(change.to_row(self.config.segment, user)).decode()
 
 
-class WriteMembership(MapFunction):
-    """Writes a batch of changes to the store and returns them as segment topic messages."""
+class WriteMembership(BatchWriter):
+    """Writes membership changes; they go on to the segment topic."""
 
-    def __init__(self, config: SegmentJobConfig, repo: Path) -> None:
-        self.config = config
-        self.repo = repo
-        self.sink: Any = None
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        """Connect to the store through the repository's Feast config."""
+    def make_sink(self) -> Any:
+        """History, members index and offline parts of the segment."""
         from usp_feast.feast_sink import SegmentSink
 
-        self.sink = SegmentSink(self.repo, self.config.segment)
+        return SegmentSink(self.repo, self.definition)
 
-    def close(self) -> None:
-        """Write the offline rows still buffered."""
-        if self.sink is not None:
-            self.sink.checkpoint()
-
-    def map(self, value: Any) -> Row:
-        """Write synchronously (a barrier may follow), then hand the messages on."""
+    def published(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
+        """Every change, at its event time."""
         import orjson
 
         from usp_feast.segments import message_from_row, row_event_ms
 
-        values, barrier_follows = value
-        rows = [orjson.loads(v) for v in values]
-        self.sink.write(rows)
-        if barrier_follows:
-            self.sink.checkpoint()
-        messages = [orjson.dumps(message_from_row(r)).decode() for r in rows]
-        times = [row_event_ms(r) for r in rows]
-        return Row(messages, times)
+        return [orjson.dumps(message_from_row(r)).decode() for r in rows], [
+            row_event_ms(r) for r in rows
+        ]

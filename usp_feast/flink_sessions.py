@@ -19,22 +19,18 @@ record ids (``<name>:<start ms>``), so readers see new versions, not duplicates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pyflink.common import Row, Types
-from pyflink.datastream import (
-    KeyedProcessFunction,
-    MapFunction,
-    RuntimeContext,
-    StreamExecutionEnvironment,
-)
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime
-from usp_feast.flink_keyed import LATE, add_keyed_pipeline, aside, keep_one_timer
+from usp_feast.flink_keyed import LATE, BatchWriter, add_keyed_pipeline, aside, keep_one_timer
 from usp_feast.jobs import SessionJobConfig
 
 __all__ = ["add_session"]
@@ -57,7 +53,7 @@ def add_session(
         config,
         runtime,
         process=SessionEngagement(config, runtime.repo),
-        write=WriteEngagement(config, runtime.repo),
+        write=WriteEngagement(runtime.repo, config.session),
         stage="engagement",
         label=config.session,
         output_topic=config.session_topic,
@@ -188,35 +184,20 @@ def _timer_for(deadline: int | None) -> int | None:
     return None if deadline is None else deadline - 1
 
 
-class WriteEngagement(MapFunction):
-    """Writes a batch of messages to the store; returns the summaries as topic messages."""
+class WriteEngagement(BatchWriter):
+    """Writes current state and summaries; the summaries go on to the session topic."""
 
-    def __init__(self, config: SessionJobConfig, repo: Path) -> None:
-        self.config = config
-        self.repo = repo
-        self.sink: Any = None
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        """Connect to the store through the repository's Feast config."""
+    def make_sink(self) -> Any:
+        """State, history and offline parts of the engagement."""
         from usp_feast.feast_sink import EngagementSink
 
-        self.sink = EngagementSink(self.repo, self.config.session)
+        return EngagementSink(self.repo, self.definition)
 
-    def close(self) -> None:
-        """Write the offline rows still buffered."""
-        if self.sink is not None:
-            self.sink.checkpoint()
-
-    def map(self, value: Any) -> Row:
-        """Write synchronously (a barrier may follow), then hand the summaries on."""
+    def published(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
+        """The closed summaries, at the time each closed."""
         import orjson
 
         from usp_feast.segments import row_event_ms
 
-        values, barrier_follows = value
-        messages = [orjson.loads(v) for v in values]
-        self.sink.write(messages)
-        if barrier_follows:
-            self.sink.checkpoint()
-        closed = [m["closed"] for m in messages if "closed" in m]
-        return Row([orjson.dumps(r).decode() for r in closed], [row_event_ms(r) for r in closed])
+        closed = [m["closed"] for m in rows if "closed" in m]
+        return [orjson.dumps(r).decode() for r in closed], [row_event_ms(r) for r in closed]

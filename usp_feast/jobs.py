@@ -21,6 +21,7 @@ from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
 
 __all__ = [
     "JobConfig",
+    "KeyedJobConfig",
     "SegmentJobConfig",
     "SessionJobConfig",
     "SignalInput",
@@ -66,21 +67,18 @@ class SignalInput(BaseModel):
     topic: str
 
 
-class SegmentJobConfig(BaseModel):
-    """Everything a segment job needs to run, independent of the deployment."""
+class KeyedJobConfig(BaseModel):
+    """What every per-user job over signal topics (segments, sessions) needs to run."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["segment"] = "segment"
-    segment: str
     inputs: tuple[SignalInput, ...]
-    segment_topic: str
     late_topic: str
     consumer_group: str
     watermark_out_of_orderness_ms: int = 5_000
     """How far out of event-time order input may arrive and still be applied."""
     idle_advance_ms: int = 2_000
-    """With no input for this long, event time runs on with the clock (expiry timers fire)."""
+    """With no input for this long, event time runs on with the clock (timers fire)."""
     checkpoint_interval_ms: int = 2_000
     batch_max_delay_ms: int = 10
     batch_max_rows: int = 500
@@ -89,31 +87,31 @@ class SegmentJobConfig(BaseModel):
     @property
     def name(self) -> str:
         """The job's part name (used in operator names and uids)."""
+        raise NotImplementedError
+
+
+class SegmentJobConfig(KeyedJobConfig):
+    """Everything a segment job needs to run, independent of the deployment."""
+
+    kind: Literal["segment"] = "segment"
+    segment: str
+    segment_topic: str
+
+    @property
+    def name(self) -> str:
+        """The job's part name (used in operator names and uids)."""
         return f"segment_{self.segment}"
 
 
-class SessionJobConfig(BaseModel):
+class SessionJobConfig(KeyedJobConfig):
     """Everything a session engagement job needs to run, independent of the deployment.
 
     What it computes (session or window, features) is read from the definition itself.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     kind: Literal["session"] = "session"
     session: str
-    inputs: tuple[SignalInput, ...]
     session_topic: str
-    late_topic: str
-    consumer_group: str
-    watermark_out_of_orderness_ms: int = 5_000
-    """How far out of event-time order input may arrive and still be applied."""
-    idle_advance_ms: int = 2_000
-    """With no input for this long, event time runs on with the clock (sessions close)."""
-    checkpoint_interval_ms: int = 2_000
-    batch_max_delay_ms: int = 10
-    batch_max_rows: int = 500
-    buffer_timeout_ms: int = 5
 
     @property
     def name(self) -> str:

@@ -8,11 +8,11 @@ repository's definitions.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import yaml
@@ -209,6 +209,16 @@ def record_dict(record: Record, keep: frozenset[str] | None = None) -> dict[str,
 
 
 _ROW_KEYS = frozenset(("event_id", "user_id"))
+_Spec = TypeVar("_Spec", SegmentSpec, SessionEngagementSpec)
+
+
+def _named(specs: Mapping[str, _Spec], name: str, kind: str, unknown: type[QueryError]) -> _Spec:
+    """The definition called ``name``, or ``unknown`` naming the known ones."""
+    try:
+        return specs[name]
+    except KeyError:
+        known = ", ".join(sorted(specs)) or "none"
+        raise unknown(f"unknown {kind} {name!r}; known {kind}s: {known}") from None
 
 
 def _closed_engagement(record: Record, spec: SessionEngagementSpec) -> Engagement:
@@ -318,13 +328,7 @@ class SignalClient:
             UnknownSessionError: Naming the known ones.
 
         """
-        try:
-            return self._sessions[name]
-        except KeyError:
-            known = ", ".join(self.session_names) or "none"
-            raise UnknownSessionError(
-                f"unknown session {name!r}; known sessions: {known}"
-            ) from None
+        return _named(self._sessions, name, "session", UnknownSessionError)
 
     def session(self, user_id: int | str, name: str, recent: int = 5) -> SessionReport:
         """A user's current session (or window) of ``name`` and the ``recent`` closed ones.
@@ -362,13 +366,7 @@ class SignalClient:
             UnknownSegmentError: Naming the known segments.
 
         """
-        try:
-            return self._segments[segment]
-        except KeyError:
-            known = ", ".join(self.segment_names) or "none"
-            raise UnknownSegmentError(
-                f"unknown segment {segment!r}; known segments: {known}"
-            ) from None
+        return _named(self._segments, segment, "segment", UnknownSegmentError)
 
     def membership(
         self, user_id: int | str, segment: str, at: datetime | None = None
