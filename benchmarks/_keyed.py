@@ -281,10 +281,10 @@ def freshness(bench: Bench, probe: Probe, rate: int, seconds: float) -> dict:
 
         published: dict[int, int] = {}
         stop_at = time.perf_counter() + warm_up + seconds + 30
-        watcher = threading.Thread(target=watch_signal_topic)
+        watcher = threading.Thread(target=watch_signal_topic, daemon=True)
         watcher.start()
         time.sleep(3)  # the watcher's consumer joins before the first probe
-        writer = threading.Thread(target=produce)
+        writer = threading.Thread(target=produce, daemon=True)
         writer.start()
         while time.perf_counter() < stop_at:
             waiting = [u for u in list(sent) if u not in seen]

@@ -18,6 +18,7 @@ so a completed checkpoint never covers an unwritten message.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,14 @@ __all__ = [
     "MESSAGES",
     "SIGNAL_ROW",
     "BatchWriter",
+    "LateCounter",
     "add_keyed_pipeline",
     "aside",
     "by_user",
     "keep_one_timer",
 ]
+
+logger = logging.getLogger(__name__)
 
 # StringBatcher output: (messages as JSON, whether a checkpoint barrier follows).
 CHANGE_BATCH = Types.ROW([Types.OBJECT_ARRAY(Types.STRING()), Types.BOOLEAN()])
@@ -152,6 +156,26 @@ def aside(definition: dict[str, str], topic: str, text: str, reason: str) -> str
     import orjson
 
     return orjson.dumps({**definition, "topic": topic, "reason": reason, "event": text}).decode()
+
+
+class LateCounter:
+    """Counts input that arrived late.
+
+    As the Flink metric ``usp_late_events`` of the operator, and a log line at the first and
+    every 1000th.
+    """
+
+    def __init__(self, runtime_context: RuntimeContext, what: str) -> None:
+        self.metric = runtime_context.get_metrics_group().counter("usp_late_events")
+        self.what = what
+        self.count = 0
+
+    def add(self) -> None:
+        """One more late input."""
+        self.metric.inc()
+        self.count += 1
+        if self.count == 1 or self.count % 1000 == 0:
+            logger.warning("%d input events %s", self.count, self.what)
 
 
 def keep_one_timer(ctx: Any, timer: int | None, due: int | None) -> int | None:

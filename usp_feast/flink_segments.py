@@ -15,7 +15,6 @@ no duplicates after a restart from a checkpoint.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,17 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime
-from usp_feast.flink_keyed import LATE, BatchWriter, add_keyed_pipeline, aside, keep_one_timer
+from usp_feast.flink_keyed import (
+    LATE,
+    BatchWriter,
+    LateCounter,
+    add_keyed_pipeline,
+    aside,
+    keep_one_timer,
+)
 from usp_feast.jobs import SegmentJobConfig
 
 __all__ = ["add_segment"]
-
-logger = logging.getLogger(__name__)
 
 
 def add_segment(
@@ -66,7 +70,7 @@ class SegmentMembership(KeyedProcessFunction):
         self.logic: Any = None
         self.state: Any = None
         self.signal_of: dict[str, str] = {}
-        self.late_count = 0
+        self.late: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Build the logic from the definition; declare the keyed state."""
@@ -79,6 +83,7 @@ class SegmentMembership(KeyedProcessFunction):
         self.state = runtime_context.get_state(
             ValueStateDescriptor("membership", Types.PICKLED_BYTE_ARRAY())
         )
+        self.late = LateCounter(runtime_context, "arrived behind the watermark (applied)")
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
         """Apply one signal event of the current user."""
@@ -100,9 +105,7 @@ class SegmentMembership(KeyedProcessFunction):
             # Still applied (the logic treats what it contradicts as stale), but decisions
             # the watermark already passed (an expiry) are not revisited: count it and
             # keep a copy on the late topic for audit.
-            self.late_count += 1
-            if self.late_count == 1 or self.late_count % 1000 == 0:
-                logger.warning("%d input events arrived behind the watermark", self.late_count)
+            self.late.add()
             reason = f"event time {at} ms arrived behind the watermark {watermark} ms; applied"
             yield LATE, self._aside(topic, text, reason)
         yield from self._apply(ctx, lambda state: self.logic.on_event(state, event))

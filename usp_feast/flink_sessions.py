@@ -18,7 +18,6 @@ record ids (``<name>:<start ms>``), so readers see new versions, not duplicates.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,12 +29,18 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime
-from usp_feast.flink_keyed import LATE, BatchWriter, add_keyed_pipeline, aside, keep_one_timer
+from usp_feast.flink_keyed import (
+    LATE,
+    BatchWriter,
+    LateCounter,
+    add_keyed_pipeline,
+    aside,
+    keep_one_timer,
+)
 from usp_feast.jobs import SessionJobConfig
 
 __all__ = ["add_session"]
 
-logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -76,7 +81,7 @@ class SessionEngagement(KeyedProcessFunction):
         self.fields: tuple[str, ...] = ()
         self.state: Any = None
         self.signal_of: dict[str, str] = {}
-        self.late_count = 0
+        self.late: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Build the logic from the definition; declare the keyed state."""
@@ -98,6 +103,7 @@ class SessionEngagement(KeyedProcessFunction):
         self.state = runtime_context.get_state(
             ValueStateDescriptor("engagement", Types.PICKLED_BYTE_ARRAY())
         )
+        self.late = LateCounter(runtime_context, "arrived after their allowed lateness (dropped)")
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
         """Apply one signal event of the current user; yield the user's current state."""
@@ -136,11 +142,7 @@ class SessionEngagement(KeyedProcessFunction):
             yield LATE, self._aside(topic, text, f"{exc}; not applied")
             return
         if late:
-            self.late_count += 1
-            if self.late_count == 1 or self.late_count % 1000 == 0:
-                logger.warning(
-                    "%d input events arrived after their allowed lateness", self.late_count
-                )
+            self.late.add()
             reason = (
                 f"event time {at} ms is beyond the allowed lateness (watermark {watermark - 1} "
                 "ms); not applied"
