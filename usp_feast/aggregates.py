@@ -127,6 +127,9 @@ class AggregateSpec:
     field: str | None = None
     k: int | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AggregateSpec, (self.kind, self.field, self.k))
+
     def __post_init__(self) -> None:
         problem = _problem(self.kind, self.field, self.k)
         if problem is not None:
@@ -421,6 +424,11 @@ class Accumulator:
 
     def __repr__(self) -> str:
         return f"Accumulator({str(self.spec)!r}, {self.snapshot()!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its plain snapshot: jobs keep accumulators in Flink state, pickled on
+        # every update, and this is several times cheaper than the default.
+        return (Accumulator.restore, (self.spec, self.snapshot()))
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Count one row in.

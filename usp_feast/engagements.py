@@ -34,7 +34,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from usp_feast.aggregates import Accumulator, AggregateSpec
 from usp_feast.sessions import SessionSpec, starts_session
@@ -116,12 +116,21 @@ class Engagement:
         }
 
 
-@dataclass(frozen=True, order=True)
-class _Event:
+class _Event(NamedTuple):
+    # A tuple, not a dataclass: Flink pickles the state on every update, and tuples pickle
+    # several times faster. Ordered by (time, id, signal); the row holds only the fields the
+    # aggregates read (the event time is ``at_ms``).
     at_ms: int
     event_id: str
     signal: str
-    row: Mapping[str, Any] = field(compare=False)
+    row: Mapping[str, Any]
+
+    def key(self) -> tuple[int, str, str]:
+        return (self.at_ms, self.event_id, self.signal)
+
+    def timed_row(self) -> dict[str, Any]:
+        """The row as the accumulators read it, with its event time."""
+        return {**self.row, "event_ts": _EPOCH + self.at_ms * _MS}
 
 
 @dataclass
@@ -143,6 +152,13 @@ class SessionWindowState:
 
     sessions: list[_Session] = field(default_factory=list)
     ids: dict[str, _Event] = field(default_factory=dict)
+
+    def __getstate__(self) -> list[_Session]:
+        return self.sessions  # ``ids`` is an index of the sessions' events: rebuilt on load
+
+    def __setstate__(self, sessions: list[_Session]) -> None:
+        self.sessions = sessions
+        self.ids = {e.event_id: e for session in sessions for e in session.events}
 
     @property
     def event_count(self) -> int:
@@ -227,14 +243,14 @@ class SessionWindowLogic:
             state, at_ms
         ):
             return SessionAdd(late=True)
-        row = {**row, "event_ts": _EPOCH + at_ms * _MS}
+        event = _Event(at_ms, event_id, signal, dict(row))
+        timed = event.timed_row()
         # Check the row once against fresh accumulators so bad data changes no session.
         for aggregate in self.aggregates.values():
-            aggregate.accumulator().add(row)
-        event = _Event(at_ms, event_id, signal, row)
+            aggregate.accumulator().add(timed)
         seen = state.ids.get(event_id)
         if seen is not None:
-            if seen <= event:  # a replay; the earliest copy is kept, whatever the order
+            if seen.key() <= event.key():  # a replay; the earliest copy is kept, whatever the order
                 return SessionAdd(late=False, current=self.current(state))
             self._regroup(state, self._holding(state, seen), drop=seen)
         state.ids[event_id] = event
@@ -249,7 +265,7 @@ class SessionWindowLogic:
             newest = sessions[-1]
             newest.events.append(event)
             for accumulator in newest.accumulators.values():
-                accumulator.add(row)
+                accumulator.add(timed)
             newest.changed = True
         else:
             starts = [s.events[0].at_ms for s in sessions]
@@ -347,7 +363,7 @@ class SessionWindowLogic:
             hi += 1
         if drop is not None:
             del state.ids[drop.event_id]
-        pool.sort()
+        pool.sort(key=_Event.key)
         regrouped: list[_Session] = []
         for event in pool:
             if not regrouped or starts_session(
@@ -360,8 +376,9 @@ class SessionWindowLogic:
                 regrouped.append(_Session([], self._fresh()))
             session = regrouped[-1]
             session.events.append(event)
+            timed = event.timed_row()
             for accumulator in session.accumulators.values():
-                accumulator.add(event.row)
+                accumulator.add(timed)
             session.fired = session.fired or event.event_id in fired_ids
         sessions[lo:hi] = regrouped
 
