@@ -3,13 +3,14 @@
 * a throw-away copy of the example repository with a chosen set of signals (and segments or
   sessions kept or not), raw topics, platform topics and consumer groups prefixed per run;
 * signal rows put straight on ``usp.signal.<signal>`` topics with the event time as record
-  time, as the signal jobs publish them;
+  time, as the signal jobs publish them, and one job draining them while a counter is sampled;
 * the freshness loop: raw events of new users at a steady rate, through the signal job and the
   per-user job, polled through Feast until a feature is served for each probe user.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 import redis
 from _common import log, percentiles
-from bench_streaming import start, stop
+from bench_streaming import rate_between, start, stop, wait_counts
 
 from usp_feast import SignalClient, devstack
 from usp_feast.definitions import load_definitions
@@ -35,10 +36,22 @@ from usp_feast.runner import ensure_topics, job_command, write_prefixed_configs
 from usp_feast.traffic import iso
 
 ROOT = Path(__file__).resolve().parents[1]
+RATE = 200  # raw events/s of the freshness loop
 PROBES = 200
 WARM_UP_S = 15.0
 CITIES = ("Nice", "Lisbon", "Rome", "Oslo", "Lima", "Tokyo", "Austin", "Cape Town")
 ROOM_TYPES = ("entire_home", "private_room", "shared_room", "hotel_room")
+
+
+def parse_args(parts: Sequence[str]) -> argparse.Namespace:
+    """``--quick``, ``--events N`` (default 100k, 20k with ``--quick``) and ``--only PART``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--only", choices=list(parts), help="run one part only")
+    args = parser.parse_args()
+    args.events = args.events or (20_000 if args.quick else 100_000)
+    return args
 
 
 def make_repo(
@@ -182,6 +195,22 @@ def prepare(kind: str, project_kind: str, signals: Sequence[str], **kept: bool) 
     )
 
 
+def drain(
+    bench: Bench, names: Sequence[str], read_count: Callable[[], int], total: int, timeout: float
+) -> tuple[list[tuple[float, int]], float | None]:
+    """Run one job of the configs ``names`` until ``read_count()`` reaches ``total``.
+
+    Returns the (time, count) samples and the rate between 10 % and 90 % of ``total``.
+    """
+    command = job_command(bench.configs_named(*names), bench.repo, bench.work / "checkpoints-1")
+    job = start(command, bench.work / "job1.log")
+    try:
+        samples = wait_counts(read_count, total, timeout, job)
+    finally:
+        stop(job)
+    return samples, rate_between(samples, total)
+
+
 @dataclass(frozen=True)
 class Probe:
     """What the freshness loop sends and waits for.
@@ -201,15 +230,16 @@ class Probe:
     label: str
 
 
-def freshness(bench: Bench, probe: Probe, rate: int, seconds: float) -> dict:
-    """Produce → served latency of ``probe.feature`` for new users at ``rate`` events/s.
+def freshness(bench: Bench, probe: Probe, quick: bool) -> dict:
+    """Produce → served latency of ``probe.feature`` for new users at 200 raw events/s.
 
-    One job runs every config of the repository (as ``usp run --all`` does). The first
-    seconds after it starts run at the same rate but are not measured; 200 probes are spread
-    over the measured ``seconds``.
+    One job runs every config of the repository (as ``usp run --all`` does). The first 15 s
+    after it serves (5 s with ``quick``) run at the same rate but are not measured; 200 probes
+    are spread over the next 20 s (10 s).
     """
     from feast import FeatureStore
 
+    rate, seconds = RATE, 10.0 if quick else 20.0
     store = FeatureStore(repo_path=str(bench.repo))
     job = start(
         job_command(bench.configs, bench.repo, bench.work / "checkpoints-2"),
@@ -231,7 +261,7 @@ def freshness(bench: Bench, probe: Probe, rate: int, seconds: float) -> dict:
                 raise RuntimeError("job exited early")
             time.sleep(0.5)
         done = threading.Event()
-        warm_up = WARM_UP_S if seconds > 10 else 5.0
+        warm_up = 5.0 if quick else WARM_UP_S
 
         def produce() -> None:
             # The first seconds after a job starts are not its steady state (one stall of

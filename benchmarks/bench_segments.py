@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import uuid
@@ -28,12 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log, machine_info, percentiles, ratio
-from _keyed import Bench, Probe, freshness, prepare, put_signal_rows, signal_row
-from bench_streaming import bare_job_rate, rate_between, start, stop, wait_counts
+from _keyed import Bench, Probe, drain, freshness, parse_args, prepare, put_signal_rows, signal_row
+from bench_streaming import bare_job_rate
 
 from usp_feast.definitions import load_definitions
 from usp_feast.membership import MembersIndex
-from usp_feast.runner import job_command
 from usp_feast.segments import SegmentEvent, SegmentLogic, replay
 from usp_feast.store import connect
 
@@ -78,10 +76,6 @@ def throughput(args, bench: Bench) -> dict:
     )
 
     log("segment job")
-    job = start(
-        job_command(bench.configs_named(VIEW), bench.repo, bench.work / "checkpoints-1"),
-        bench.work / "job1.log",
-    )
     keys = [bench.client.store.key(VIEW, str(u)) for u in range(1, USERS + 1)]
 
     def stored() -> int:
@@ -90,11 +84,7 @@ def throughput(args, bench: Bench) -> dict:
                 pipe.zcard(k)
             return sum(pipe.execute())
 
-    try:
-        samples = wait_counts(stored, total, 900, job)
-    finally:
-        stop(job)
-    rate = rate_between(samples, total)
+    samples, rate = drain(bench, [VIEW], stored, total, 900)
     return {
         "signal_rows": len(rows),
         "membership_changes": total,
@@ -173,14 +163,7 @@ def listing(redis_url: str, members: int, reads: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--events", type=int, default=None)
-    parser.add_argument(
-        "--only", choices=["throughput", "freshness", "listing"], help="run one part only"
-    )
-    args = parser.parse_args()
-    args.events = args.events or (20_000 if args.quick else 100_000)
+    args = parse_args(["throughput", "freshness", "listing"])
     members = 100_000 if args.quick else 1_000_000
     bench = prepare("segments", "seg", ("search", "booking"), segments=True, sessions=False)
     result: dict = {"benchmark": "segments", "machine": machine_info(bench.raw_redis)}
@@ -190,9 +173,7 @@ def main() -> None:
             log(f"throughput: {result['throughput']}")
         if args.only in (None, "freshness"):
             probe = Probe("search", "events.search", f"{VIEW}:in_segment", "in_segment")
-            result["freshness_trigger_to_in_segment"] = freshness(
-                bench, probe, 200, 10.0 if args.quick else 20.0
-            )
+            result["freshness_trigger_to_in_segment"] = freshness(bench, probe, args.quick)
             log(f"freshness: {result['freshness_trigger_to_in_segment']}")
         if args.only in (None, "listing"):
             result["members_listing"] = listing(bench.stack.redis, members, 200)

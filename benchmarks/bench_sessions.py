@@ -1,7 +1,7 @@
 """Session engagement job: events/s, current-session freshness, Redis memory per active user.
 
 1. Throughput: N signal rows (views, and a round of searches in every five, over U users,
-   event time increasing by 1 ms from about 5 minutes ago) are put on fresh
+   event time increasing by 1 ms from at most 5 minutes ago) are put on fresh
    ``usp.signal.view`` / ``usp.signal.search`` topics, then ONE job running the session
    definition ``browse_session`` (30 min gap, over search + view) and the sliding one
    ``views_10m`` (10 min every 5 min, over view) drains them. Progress is read from the users'
@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -36,18 +35,21 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import count_keys, emit, load_after, log, machine_info, ratio
-from _keyed import Bench, Probe, freshness, prepare, put_signal_rows, signal_row
-from bench_streaming import bare_job_rate, rate_between, start, stop, wait_counts
+from _keyed import Bench, Probe, drain, freshness, parse_args, prepare, put_signal_rows, signal_row
+from bench_streaming import bare_job_rate, rate_between
 
 from usp_feast.definitions import load_definitions
 from usp_feast.keys import current_key
-from usp_feast.runner import job_command
 
 SESSION = "browse_session"
 WINDOWS = "views_10m"
 USERS = 2000
-SUMMARY_USERS, SUMMARIES_PER_USER = 100, 10
-BASELINE_USERS, ROWS_PER_USER = 500, 10
+SUMMARY_USERS, SUMMARIES_PER_USER, SUMMARY_FIRST_USER = 100, 10, 5_000_001
+BASELINE_USERS, ROWS_PER_USER, BASELINE_FIRST_USER = 500, 10, 6_000_001
+
+# The throughput job's current documents must outlive its start and drain (see timeline).
+DRAIN_DOC_LIFE_MS = 480_000
+_MS = timedelta(milliseconds=1)
 
 Rows = list[tuple[str, int, dict]]
 
@@ -57,15 +59,18 @@ def kind_of(i: int) -> str:
     return "search" if (i // USERS) % 5 == 4 else "view"
 
 
-def first_event_ms(count: int, step_ms: int) -> int:
-    """When the first of ``count`` rows happens: 5 minutes ago, or later if need be.
+def timeline(count: int, repo: Path, min_life_ms: int) -> tuple[int, int]:
+    """When the first of ``count`` rows happens, and when the ``views_10m`` documents expire.
 
-    A user's ``views_10m`` document expires at the end of its last window, i.e. between 5 and
-    10 minutes after the user's last view, and Redis then deletes it. So that every user's last
-    view lands in the current ``step_ms`` step (documents then live at least 5 more minutes,
-    longer than the job needs), the rows start later when one would fall in the previous
-    step; no row is in the future.
+    A user's ``views_10m`` document expires at the end of its last window and Redis then
+    deletes it, so the job must be done with every row before then (the progress counter
+    reads the documents). Every user's last view is put in the current 5-minute step: all
+    documents then expire together, at the step's start + 10 minutes. When less than
+    ``min_life_ms`` of that is left, the run waits for the next step. Rows start 5 minutes
+    ago, or later when that keeps a last view out of the current step; none is in the future.
     """
+    window = load_definitions(repo).session(WINDOWS).window_spec()
+    step, size = window.step // _MS, window.size // _MS
     last_view: dict[int, int] = {}
     for i in range(count):
         if kind_of(i) == "view":
@@ -73,14 +78,15 @@ def first_event_ms(count: int, step_ms: int) -> int:
     settled = min(last_view.values())  # every user's last view is at or after this row
     while True:
         now = int(time.time() * 1000)
-        boundary = now - now % step_ms
-        first = now - 300_000
-        if first + settled >= boundary:
-            return first
-        first = boundary - settled
-        if first + count <= now:
-            return first
-        time.sleep((first + count - now) / 1000 + 0.1)
+        boundary = now - now % step
+        if count - settled < now - boundary <= size - min_life_ms:
+            first = max(now - max(300_000, count), boundary - settled)
+            return first, boundary + size
+        if now - boundary > count - settled:
+            boundary += step
+        wait = (boundary + count - settled + 500 - now) / 1000
+        log(f"waiting {wait:.0f} s: current documents must live {min_life_ms // 1000} s")
+        time.sleep(wait)
 
 
 def signal_rows(count: int, first_ms: int) -> Rows:
@@ -91,18 +97,14 @@ def signal_rows(count: int, first_ms: int) -> Rows:
     ]
 
 
-def throughput(args, bench: Bench, rows: Rows) -> dict:
+def throughput(bench: Bench, rows: Rows, expires_ms: int) -> dict:
+    """Drain of the rows by one job running both definitions (the baseline comes later)."""
     views = sum(1 for kind, _, _ in rows if kind == "view")
     total = len(rows) + views
     log(f"producing {len(rows)} signal rows ({views} views): {total} events to apply")
     put_signal_rows(bench.stack.kafka, bench.prefix, rows)
 
-    # The session job first: its documents expire a few minutes after the rows' event time.
     log("session job: browse_session + views_10m")
-    configs = bench.configs_named(f"session_{SESSION}", f"session_{WINDOWS}")
-    job = start(
-        job_command(configs, bench.repo, bench.work / "checkpoints-1"), bench.work / "job1.log"
-    )
     users = [str(u) for u in range(1, USERS + 1)]
     per_view: list[tuple[float, int, int]] = []
 
@@ -119,18 +121,10 @@ def throughput(args, bench: Bench, rows: Rows) -> dict:
         per_view.append((time.monotonic(), events, counts))
         return events + counts
 
-    try:
-        samples = wait_counts(applied, total, 900, job)
-    finally:
-        stop(job)
-    rate = rate_between(samples, total)
-    session_rate = rate_between([(t, e) for t, e, _ in per_view], len(rows))
-    window_rate = rate_between([(t, c) for t, _, c in per_view], views)
-
-    log("baseline: bare PyFlink job over the view signal topic")
-    bare_rate = bare_job_rate(
-        bench.stack, f"{bench.prefix}usp.signal.view", bench.run, views, bench.work, bench.raw_redis
-    )
+    # Past the documents' expiry the count falls: stop waiting a little before it.
+    timeout = min(900.0, (expires_ms - time.time() * 1000) / 1000 - 5)
+    names = [f"session_{SESSION}", f"session_{WINDOWS}"]
+    _, rate = drain(bench, names, applied, total, timeout)
     return {
         "signal_rows": len(rows),
         "view_rows": views,
@@ -141,11 +135,29 @@ def throughput(args, bench: Bench, rows: Rows) -> dict:
             f"{WINDOWS}_count": per_view[-1][2] if per_view else 0,
         },
         "session_job_events_per_s": _rounded(rate),
-        f"{SESSION}_events_per_s": _rounded(session_rate),
-        f"{WINDOWS}_events_per_s": _rounded(window_rate),
-        "bare_job_events_per_s": _rounded(bare_rate),
-        "ratio_session_to_bare": None if not rate or not bare_rate else ratio(rate, bare_rate),
+        f"{SESSION}_events_per_s": _rounded(
+            rate_between([(t, e) for t, e, _ in per_view], len(rows))
+        ),
+        f"{WINDOWS}_events_per_s": _rounded(rate_between([(t, c) for t, _, c in per_view], views)),
         "unit": "one signal row applied to one definition (a view counts for both)",
+    }
+
+
+def bare_baseline(bench: Bench, found: dict) -> dict:
+    """The bare PyFlink job over the same view topic, and the ratio to the session job."""
+    log("baseline: bare PyFlink job over the view signal topic")
+    bare = bare_job_rate(
+        bench.stack,
+        f"{bench.prefix}usp.signal.view",
+        bench.run,
+        found["view_rows"],
+        bench.work,
+        bench.raw_redis,
+    )
+    rate = found["session_job_events_per_s"]
+    return {
+        "bare_job_events_per_s": _rounded(bare),
+        "ratio_session_to_bare": None if not rate or not bare else ratio(rate, bare),
     }
 
 
@@ -196,8 +208,8 @@ def memory(bench: Bench) -> dict:
         sizes = _sizes(bench, keys)
         result["current_state"][view] = {
             "users_with_document": sizes["keys"],
-            "bytes_per_user": sizes["bytes_per_key"],
-            "document_bytes": sizes["value_bytes"],
+            "bytes_per_user": _per(sizes["memory"], sizes["keys"]),
+            "document_bytes": _per(sizes["payload"], sizes["keys"]),
         }
     result["current_state"]["bytes_per_active_user"] = round(
         sum(v["bytes_per_user"] or 0 for v in result["current_state"].values()), 1
@@ -216,10 +228,8 @@ def memory(bench: Bench) -> dict:
 
 
 def _sizes(bench: Bench, keys: list[str]) -> dict:
-    """Mean ``MEMORY USAGE`` (every nested value counted) and payload bytes of existing keys.
-
-    The payload is the document (a string) or the members of a sorted set, without Redis'
-    own overhead.
+    """Totals over the existing ``keys``: ``MEMORY USAGE`` (every nested value counted), payload
+    bytes (the document, or the sorted set's members, without Redis' own overhead) and members.
     """
     with bench.raw_redis.pipeline(transaction=False) as pipe:
         for key in keys:
@@ -227,23 +237,23 @@ def _sizes(bench: Bench, keys: list[str]) -> dict:
             pipe.type(key)
         replies = pipe.execute()
     found = [(k, m, t) for k, m, t in zip(keys, replies[::2], replies[1::2], strict=True) if m]
-    if not found:
-        return {"keys": 0, "bytes_per_key": None, "value_bytes": None}
     with bench.raw_redis.pipeline(transaction=False) as pipe:
         for key, _, kind in found:
             if kind == b"zset":
                 pipe.zrange(key, 0, -1)
             else:
                 pipe.get(key)
-        values = pipe.execute()
-    payload = sum(
-        sum(map(len, value)) if isinstance(value, list) else len(value) for value in values
-    )
+        values = [v if isinstance(v, list) else [v] for v in pipe.execute()]
     return {
         "keys": len(found),
-        "bytes_per_key": round(sum(m for _, m, _ in found) / len(found), 1),
-        "value_bytes": round(payload / len(found), 1),
+        "memory": sum(m for _, m, _ in found),
+        "payload": sum(len(item) for items in values for item in items),
+        "items": sum(map(len, values)),
     }
+
+
+def _per(total: int, count: int) -> float | None:
+    return round(total / count, 1) if count else None
 
 
 def _history_summaries(bench: Bench) -> dict:
@@ -257,7 +267,7 @@ def _history_summaries(bench: Bench) -> dict:
     first = now - 86_400_000
     messages = []
     for n in range(SUMMARY_USERS):
-        user = 5_000_001 + n
+        user = SUMMARY_FIRST_USER + n
         state = SessionWindowState()
         for visit in range(SUMMARIES_PER_USER):
             # A visit an hour: a search, then four views a minute apart.
@@ -268,14 +278,12 @@ def _history_summaries(bench: Bench) -> dict:
         for engagement in logic.fire(state, now):
             messages.append({"closed": engagement.to_row(SESSION, user)})
     EngagementSink(bench.repo, SESSION).write(messages)
-    keys = [bench.client.store.key(SESSION, str(5_000_001 + n)) for n in range(SUMMARY_USERS)]
-    stored = sum(bench.raw_redis.zcard(k) for k in keys)
-    sizes = _sizes(bench, keys)
+    stored, per_summary, member = _history(bench, SESSION, SUMMARY_FIRST_USER, SUMMARY_USERS)
     return {
         "summaries": stored,
         "users": SUMMARY_USERS,
-        "bytes_per_summary": round(sizes["bytes_per_key"] * sizes["keys"] / stored, 1),
-        "member_bytes": round(sizes["value_bytes"] * sizes["keys"] / stored, 1),
+        "bytes_per_summary": per_summary,
+        "member_bytes": member,
     }
 
 
@@ -288,38 +296,38 @@ def _view_rows(bench: Bench) -> dict:
     for n in range(BASELINE_USERS):
         for k in range(ROWS_PER_USER):
             i = n * ROWS_PER_USER + k
-            rows.append(signal_row("view", i, 6_000_001 + n, first + i * 100))
+            rows.append(signal_row("view", i, BASELINE_FIRST_USER + n, first + i * 100))
     FeastSink(bench.repo, "view").write(rows)
-    keys = [bench.client.store.key("view", str(6_000_001 + n)) for n in range(BASELINE_USERS)]
-    stored = sum(bench.raw_redis.zcard(k) for k in keys)
-    sizes = _sizes(bench, keys)
+    stored, per_row, member = _history(bench, "view", BASELINE_FIRST_USER, BASELINE_USERS)
     return {
         "rows": stored,
         "users": BASELINE_USERS,
-        "bytes_per_row": round(sizes["bytes_per_key"] * sizes["keys"] / stored, 1),
-        "member_bytes": round(sizes["value_bytes"] * sizes["keys"] / stored, 1),
+        "bytes_per_row": per_row,
+        "member_bytes": member,
     }
 
 
+def _history(
+    bench: Bench, view: str, first_user: int, users: int
+) -> tuple[int, float | None, float | None]:
+    """Records stored in ``view`` for the users, and bytes per record: Redis' and the member's."""
+    store = bench.client.store
+    sizes = _sizes(bench, [store.key(view, str(first_user + n)) for n in range(users)])
+    records = sizes["items"]
+    return records, _per(sizes["memory"], records), _per(sizes["payload"], records)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--events", type=int, default=None)
-    parser.add_argument(
-        "--only", choices=["throughput", "freshness", "memory"], help="run one part only"
-    )
-    args = parser.parse_args()
-    args.events = args.events or (20_000 if args.quick else 100_000)
+    args = parse_args(["throughput", "freshness", "memory"])
     bench = prepare("sessions", "sess", ("search", "view"), segments=False, sessions=True)
     result: dict = {"benchmark": "sessions", "machine": machine_info(bench.raw_redis)}
     try:
         if args.only in (None, "throughput", "memory"):
-            step = load_definitions(bench.repo).session(WINDOWS).window_spec().step
-            rows = signal_rows(
-                args.events, first_event_ms(args.events, step // timedelta(milliseconds=1))
-            )
+            life = 60_000 if args.only == "memory" else DRAIN_DOC_LIFE_MS
+            first, expires = timeline(args.events, bench.repo, life)
+            rows = signal_rows(args.events, first)
         if args.only in (None, "throughput"):
-            result["throughput"] = throughput(args, bench, rows)
+            result["throughput"] = throughput(bench, rows, expires)
             log(f"throughput: {result['throughput']}")
         if args.only == "memory":
             log("writing the current documents of the same rows through EngagementSink")
@@ -327,11 +335,14 @@ def main() -> None:
         if args.only in (None, "memory"):
             result["memory"] = memory(bench)
             log(f"memory: {result['memory']}")
+        if args.only in (None, "throughput"):
+            # After the memory snapshot: the job's documents do not outlive it by much.
+            baseline = bare_baseline(bench, result["throughput"])
+            result["throughput"].update(baseline)
+            log(f"baseline: {baseline}")
         if args.only in (None, "freshness"):
             probe = Probe("view", "events.listing_view", f"{SESSION}:events", "current_session")
-            result["freshness_produce_to_current_session"] = freshness(
-                bench, probe, 200, 10.0 if args.quick else 20.0
-            )
+            result["freshness_produce_to_current_session"] = freshness(bench, probe, args.quick)
             log(f"freshness: {result['freshness_produce_to_current_session']}")
     finally:
         project = bench.client.store.project
