@@ -31,8 +31,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import count_keys, emit, load_after, log, machine_info, ratio
 from _keyed import Bench, Probe, drain, freshness, parse_args, prepare, put_signal_rows, signal_row
@@ -110,11 +108,9 @@ def throughput(bench: Bench, rows: Rows, expires_ms: int) -> dict:
 
     def applied() -> int:
         store = bench.client.store
-        events = sum(
-            orjson.loads(doc)["values"]["events"] for doc in store.current(SESSION, users) if doc
-        )
+        events = sum(doc["values"]["events"] for doc in store.current(SESSION, users) if doc)
         counts = sum(
-            max(window[2]["count"] for window in orjson.loads(doc)["windows"])
+            max(window[2]["count"] for window in doc["windows"])
             for doc in store.current(WINDOWS, users)
             if doc
         )
@@ -195,7 +191,7 @@ def write_current_docs(bench: Bench, rows: Rows) -> None:
             docs[WINDOWS][user] = window_payload(windows, window_state, at)
     for name, by_user in docs.items():
         EngagementSink(bench.repo, name).write(
-            [{"user_id": u, "current": d, "expires": d["expires"]} for u, d in by_user.items()]
+            [{"user_id": u, "current": d} for u, d in by_user.items()]
         )
 
 

@@ -33,11 +33,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from usp_feast.aggregates import Accumulator, AggregateSpec
+from usp_feast.segments import iso_ms
 from usp_feast.sessions import SessionSpec, starts_session
+from usp_feast.versions import from_micros
 from usp_feast.windows import SlidingWindowLogic, WindowState, named_aggregates
 
 __all__ = [
@@ -52,12 +54,6 @@ __all__ = [
 ]
 
 _MS = timedelta(milliseconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _iso(ms: int) -> str:
-    moment = _EPOCH + ms * _MS
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ class Engagement:
         return {
             "user_id": int(user_id),
             "event_id": f"{name}:{self.started_ms}",
-            "event_ts": _iso(self.expires_ms),
+            "event_ts": iso_ms(self.expires_ms),
             **self.values,
             "started_at": self.started_ms,
             "last_event_at": self.last_event_ms,
@@ -108,9 +104,9 @@ class Engagement:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the query API: ISO-8601 UTC times."""
         return {
-            "started_at": _iso(self.started_ms),
-            "last_event_at": None if self.last_event_ms is None else _iso(self.last_event_ms),
-            "expires_at": _iso(self.expires_ms),
+            "started_at": iso_ms(self.started_ms),
+            "last_event_at": None if self.last_event_ms is None else iso_ms(self.last_event_ms),
+            "expires_at": iso_ms(self.expires_ms),
             "closed": self.closed,
             "values": dict(self.values),
         }
@@ -130,7 +126,7 @@ class _Event(NamedTuple):
 
     def timed_row(self) -> dict[str, Any]:
         """The row as the accumulators read it, with its event time."""
-        return {**self.row, "event_ts": _EPOCH + self.at_ms * _MS}
+        return {**self.row, "event_ts": from_micros(self.at_ms * 1000)}
 
 
 @dataclass

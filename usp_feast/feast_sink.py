@@ -23,6 +23,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from usp_feast.codec import from_json_value, oneof_for
 from usp_feast.engagements import feast_value
+from usp_feast.offline import ParquetParts
 from usp_feast.online_store import VersionedRedisOnlineStore
 from usp_feast.segments import row_event_ms
 from usp_feast.store import StoreUnavailableError
@@ -120,20 +121,13 @@ class SegmentSink:
 
     def __init__(self, repo: Path, segment: str) -> None:
         from usp_feast.membership import MembersIndex
-        from usp_feast.offline import ParquetParts
         from usp_feast.online_store import store_from_config
 
         self.segment = segment
         self.history = FeastSink(repo, f"segment_{segment}")
         store = store_from_config(self.history.store.config)
         self.index = MembersIndex(store.client, project=store.project, prefix=store.prefix)
-        source = self.history.view.batch_source
-        if not isinstance(source, FileSource):
-            raise TypeError(f"{self.history.view.name}: the offline source must be a FileSource")
-        folder = Path(source.path)
-        self.offline = ParquetParts(
-            folder if folder.is_absolute() else repo / folder, OFFLINE_SEGMENT
-        )
+        self.offline = _offline_parts(repo, self.history.view, OFFLINE_SEGMENT)
 
     def write(self, changes: Sequence[Mapping[str, Any]]) -> None:
         """History first, so a listed member always has the record behind it; retries.
@@ -179,11 +173,20 @@ def _offline_row(change: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _offline_parts(repo: Path, view: Any, schema: pa.Schema) -> ParquetParts:
+    """Part-file writer into a derived view's offline folder (its FileSource, repo-relative)."""
+    source = view.batch_source
+    if not isinstance(source, FileSource):
+        raise TypeError(f"{view.name}: the offline source must be a FileSource")
+    folder = Path(source.path)
+    return ParquetParts(folder if folder.is_absolute() else repo / folder, schema)
+
+
 class EngagementSink:
     """Writes what a session engagement job produces to every place it is read from.
 
     The job sends two kinds of message (see :mod:`usp_feast.flink_sessions`):
-    ``{"user_id", "current", "expires"}``, a user's current session or windows, kept as state
+    ``{"user_id", "current"}``, a user's current session or windows, kept as state
     per user (the last per user in a batch wins) and served by the Feast view; and
     ``{"closed": row}``, a closed session's or window's summary
     (:meth:`usp_feast.engagements.Engagement.to_row`), appended to history through Feast and
@@ -194,17 +197,12 @@ class EngagementSink:
         from feast.type_map import feast_value_type_to_pa
         from feast.value_type import ValueType
 
-        from usp_feast.offline import ParquetParts
         from usp_feast.online_store import store_from_config
 
         self.name = name
         self.history = FeastSink(repo, name)
         self.store = store_from_config(self.history.store.config)
         view = self.history.view
-        source = view.batch_source
-        if not isinstance(source, FileSource):
-            raise TypeError(f"{view.name}: the offline source must be a FileSource")
-        folder = Path(source.path)
         moment = pa.timestamp("ms", tz="UTC")
         columns = [("user_id", pa.int64()), ("event_ts", moment)]
         for feature in view.features:
@@ -222,25 +220,22 @@ class EngagementSink:
         self.timestamps = [
             f.name for f in view.features if f.dtype.to_value_type() == ValueType.UNIX_TIMESTAMP
         ]
-        self.offline = ParquetParts(
-            folder if folder.is_absolute() else repo / folder, pa.schema(columns)
-        )
+        self.offline = _offline_parts(repo, view, pa.schema(columns))
 
     def write(self, messages: Sequence[Mapping[str, Any]]) -> None:
         """Write current state first (what readers see now), then history.
 
         Retries while Redis is down. Offline rows are buffered until :meth:`checkpoint`.
         """
-        import orjson
-
-        current: dict[str, tuple[str, bytes, int]] = {}
+        current: dict[str, tuple[str, Mapping[str, Any], int]] = {}
         closed = []
         for message in messages:
             if "closed" in message:
                 closed.append(message["closed"])
             else:
                 user = str(message["user_id"])
-                current[user] = (user, orjson.dumps(message["current"]), message["expires"])
+                document = message["current"]
+                current[user] = (user, document, document["expires"])
         if current:
             documents = list(current.values())
             retrying(

@@ -19,7 +19,6 @@ record ids (``<name>:<start ms>``), so readers see new versions, not duplicates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,9 @@ from usp_feast.flink_keyed import (
     keep_one_timer,
 )
 from usp_feast.jobs import SessionJobConfig
+from usp_feast.versions import from_micros
 
 __all__ = ["add_session"]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 def add_session(
@@ -135,7 +131,7 @@ class SessionEngagement(KeyedProcessFunction):
                 late, current = added.late, added.current and session_payload(added.current)
             else:
                 state = state or WindowState()
-                fields["event_ts"] = _EPOCH + at * _MS
+                fields["event_ts"] = from_micros(at * 1000)
                 late = self.logic.add(state, fields, at, watermark).late
                 current = None if late else window_payload(self.logic, state, at)
         except AggregateError as exc:
@@ -152,8 +148,7 @@ class SessionEngagement(KeyedProcessFunction):
         timer = keep_one_timer(ctx, timer, _timer_for(self.logic.deadline(state)))
         self.state.update((state, timer))
         if current is not None:
-            message = {"user_id": ctx.get_current_key(), "current": current}
-            yield orjson.dumps({**message, "expires": current["expires"]}).decode()
+            yield orjson.dumps({"user_id": ctx.get_current_key(), "current": current}).decode()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         """The watermark reached the deadline: yield the summaries of what closed."""

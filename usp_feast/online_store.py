@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import orjson
 from feast import Entity, FeatureView, RepoConfig
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -222,7 +221,7 @@ class VersionedRedisOnlineStore(OnlineStore):
         now_ms = now_micros() // 1000
         result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
         for document in documents:
-            engagement = served(None if document is None else orjson.loads(document), now_ms)
+            engagement = served(document, now_ms)
             if engagement is None:
                 result.append((None, None))
                 continue

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import yaml
 
 from usp_feast import devstack
@@ -349,7 +348,7 @@ class SignalClient:
             raise QueryError(f"recent must be between 0 and 100, got {recent}")
         user = str(user_id)
         [document] = self.store.current(spec.view, [user])
-        current = served(None if document is None else orjson.loads(document), now_micros() // 1000)
+        current = served(document, now_micros() // 1000)
         closed = self.store.recent(spec.view, user, limit=recent)
         return SessionReport(
             session=name,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from importlib import resources
 from typing import Any, cast
 
+import orjson
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -326,7 +327,7 @@ class VersionedStore:
         return [decode_member(r[0]) if r else None for r in replies]
 
     def put_current(
-        self, view: str, documents: Sequence[tuple[str, bytes, int]], *, now_ms: int
+        self, view: str, documents: Sequence[tuple[str, Mapping[str, Any], int]], *, now_ms: int
     ) -> None:
         """Replace entities' current state of a session view, each until it expires.
 
@@ -335,8 +336,9 @@ class VersionedStore:
 
         Args:
             view: Feature view name.
-            documents: ``(entity, document, expires at in epoch ms)``; the last per entity wins.
-                One already expired at ``now_ms`` is not written.
+            documents: ``(entity, document, expires at in epoch ms)``, the document JSON-able
+                (stored as JSON); the last per entity wins. One already expired at ``now_ms``
+                is not written.
             now_ms: Processing time, epoch ms.
 
         """
@@ -345,15 +347,17 @@ class VersionedStore:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for entity, document, until in live:
-                pipe.set(current_key(self.prefix, self.project, entity, view), document, pxat=until)
+                key = current_key(self.prefix, self.project, entity, view)
+                pipe.set(key, orjson.dumps(document), pxat=until)
             self._execute(pipe)
 
-    def current(self, view: str, entities: Sequence[str]) -> list[bytes | None]:
-        """Entities' current-state documents of a session view, in one round trip."""
+    def current(self, view: str, entities: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Entities' current-state documents of a session view (None: none), in one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
             for entity in entities:
                 pipe.get(current_key(self.prefix, self.project, entity, view))
-            return cast(list[bytes | None], self._execute(pipe))
+            replies = self._execute(pipe)
+        return [None if reply is None else orjson.loads(reply) for reply in replies]
 
     def versions(self, view: str, entity: str) -> list[Record]:
         """Every stored version of an entity's records, oldest event first (no collapsing)."""

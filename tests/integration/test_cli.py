@@ -156,7 +156,6 @@ def test_query_shows_a_users_current_and_closed_sessions(applied_repo: Path) -> 
             {
                 "user_id": "3201",
                 "current": session_payload(open_now),
-                "expires": open_now.expires_ms,
             },
             {"closed": earlier.to_row("browse_session", 3201)},
         ]

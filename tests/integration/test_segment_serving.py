@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import http_get, serving
+from tests.conftest import http_get
 from usp_feast import SignalClient
 from usp_feast.feast_sink import SegmentSink
 from usp_feast.membership import CursorError, MembersIndex
@@ -63,16 +63,6 @@ def enter_then_exit(sink: SegmentSink, user: int) -> int:
 @pytest.fixture(scope="module")
 def sink(applied_repo: Path) -> SegmentSink:
     return SegmentSink(applied_repo, SEGMENT)
-
-
-@pytest.fixture(scope="module")
-def client(applied_repo: Path) -> SignalClient:
-    return SignalClient.from_repo(applied_repo)
-
-
-@pytest.fixture(scope="module")
-def api(applied_repo: Path, client: SignalClient) -> Iterator[str]:
-    yield from serving(applied_repo)
 
 
 def read(feature_store, user: int) -> dict:

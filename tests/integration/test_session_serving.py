@@ -7,14 +7,13 @@ these tests cover everything after the Flink operator.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import http_get, serving
+from tests.conftest import http_get
 from usp_feast import SignalClient
 from usp_feast.engagements import Engagement, session_payload, window_payload
 from usp_feast.feast_sink import EngagementSink
@@ -48,7 +47,7 @@ def open_session(user: int, started: int, last: int, expires: int, events: int) 
         "duration_s": (last - started) / 1000,
     }
     current = session_payload(Engagement(started, last, expires, values))
-    return {"user_id": str(user), "current": current, "expires": expires}
+    return {"user_id": str(user), "current": current}
 
 
 def closed_session(user: int, started: int, last: int, events: int) -> dict:
@@ -67,16 +66,6 @@ def closed_session(user: int, started: int, last: int, events: int) -> dict:
 @pytest.fixture(scope="module")
 def sessions(applied_repo: Path) -> EngagementSink:
     return EngagementSink(applied_repo, SESSION)
-
-
-@pytest.fixture(scope="module")
-def client(applied_repo: Path) -> SignalClient:
-    return SignalClient.from_repo(applied_repo)
-
-
-@pytest.fixture(scope="module")
-def api(applied_repo: Path, client: SignalClient) -> Iterator[str]:
-    yield from serving(applied_repo)
 
 
 def read(feature_store, features: list[str], user: int) -> dict:
@@ -193,9 +182,7 @@ def test_a_sliding_window_serves_the_window_ending_at_the_next_step(
         -(2**62),
     )
     payload = window_payload(logic, state, now)
-    EngagementSink(applied_repo, WINDOW).write(
-        [{"user_id": "8107", "current": payload, "expires": payload["expires"]}]
-    )
+    EngagementSink(applied_repo, WINDOW).write([{"user_id": "8107", "current": payload}])
 
     served = read(feature_store, [f"{WINDOW}:count", f"{WINDOW}:max_price"], 8107)
 
@@ -231,7 +218,7 @@ def test_removing_a_session_view_drops_its_current_state(
     store = client.store
     gone = copy.copy(feature_store.get_stream_feature_view(SESSION))
     gone.name = "gone_session"
-    store.put_current("gone_session", [("1", b"{}", now + MINUTE)], now_ms=now)
+    store.put_current("gone_session", [("1", {}, now + MINUTE)], now_ms=now)
     assert raw_redis.exists(current_key(store.prefix, store.project, "1", "gone_session")) == 1
 
     online = feature_store._get_provider().online_store

@@ -7,13 +7,14 @@ after a 30-minute gap; ``wm`` is the watermark handed to the logic (Flink's plus
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.timeline import EPOCH, EVERYTHING, NO_WATERMARK, at
 from usp_feast.aggregates import AggregateError, AggregateSpec, aggregate_all
 from usp_feast.engagements import (
     Engagement,
@@ -28,10 +29,6 @@ from usp_feast.windows import SlidingWindowLogic, SlidingWindowSpec, WindowState
 
 pytestmark = pytest.mark.unit
 
-DAY = datetime(2026, 5, 1, tzinfo=UTC)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NO_WATERMARK = -(2**62)
-EVERYTHING = 2**62
 GAP = SessionSpec(gap=timedelta(minutes=30))
 FEATURES = {
     "events": AggregateSpec.parse("count"),
@@ -39,15 +36,6 @@ FEATURES = {
     "cities": AggregateSpec.parse("count_distinct:city"),
     "duration_s": AggregateSpec.parse("duration"),
 }
-
-
-def at(clock: str) -> int:
-    """``"10:05"`` or ``"10:04:59.999"`` on the test day, in epoch ms."""
-    hours, minutes, *seconds = clock.split(":")
-    moment = DAY + timedelta(
-        hours=int(hours), minutes=int(minutes), seconds=float(seconds[0]) if seconds else 0
-    )
-    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 class Timeline:

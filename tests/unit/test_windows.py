@@ -8,13 +8,14 @@ watermark handed to the logic.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.timeline import EPOCH, EVERYTHING, NO_WATERMARK, at
 from usp_feast.aggregates import AggregateError, AggregateSpec, aggregate_all
 from usp_feast.windows import (
     AddResult,
@@ -27,24 +28,11 @@ from usp_feast.windows import (
 
 pytestmark = pytest.mark.unit
 
-DAY = datetime(2026, 5, 1, tzinfo=UTC)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NO_WATERMARK = -(2**62)
-EVERYTHING = 2**62
 TEN_EVERY_FIVE = SlidingWindowSpec(size=timedelta(minutes=10), step=timedelta(minutes=5))
 ENGAGEMENT = [
     AggregateSpec.parse(text)
     for text in ("count", "top_k:city:2", "last_k:city:2", "first_ts", "last_ts", "duration")
 ]
-
-
-def at(clock: str) -> int:
-    """``"10:05"`` or ``"10:04:59.999"`` on the test day, in epoch ms."""
-    hours, minutes, *seconds = clock.split(":")
-    moment = DAY + timedelta(
-        hours=int(hours), minutes=int(minutes), seconds=float(seconds[0]) if seconds else 0
-    )
-    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def row(clock: str, city: str | None = None) -> dict[str, Any]:
