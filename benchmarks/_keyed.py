@@ -62,8 +62,9 @@ def make_repo(
     *,
     segments: bool,
     sessions: bool,
+    joins: bool = False,
 ) -> Path:
-    """The example repo with only ``signals`` (and its segments / sessions if kept).
+    """The example repo with only ``signals`` (and its segments / sessions / joins if kept).
 
     Raw source topics are prefixed; definitions that read a signal left out must be dropped
     (``segments=False`` / ``sessions=False``), or the repository does not validate.
@@ -73,11 +74,11 @@ def make_repo(
         ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__")
     )
     shutil.copytree(ROOT / "validation", root / "validation")
-    for kept, folder in ((segments, "segments"), (sessions, "sessions")):
+    for kept, folder in ((segments, "segments"), (sessions, "sessions"), (joins, "joins")):
         if not kept:
             shutil.rmtree(repo / folder)
-    for signal_file in (repo / "signals").glob("*.yaml"):
-        if signal_file.stem not in signals:
+    for signal_file in [*(repo / "signals").glob("*.yaml"), *(repo / "joins").glob("*.yaml")]:
+        if signal_file.parent.name == "signals" and signal_file.stem not in signals:
             signal_file.unlink()
             continue
         text = signal_file.read_text().replace("topic: events.", f"topic: {prefix}events.")
@@ -170,7 +171,7 @@ class Bench:
 def prepare(kind: str, project_kind: str, signals: Sequence[str], **kept: bool) -> Bench:
     """Build and ``feast apply`` a run's repository, write its prefixed job configs and topics.
 
-    ``kept`` is ``segments=`` and ``sessions=`` of :func:`make_repo`.
+    ``kept`` is ``segments=``, ``sessions=`` and ``joins=`` of :func:`make_repo`.
     """
     stack = devstack.up()
     run = uuid.uuid4().hex[:8]
@@ -217,7 +218,7 @@ class Probe:
 
     Attributes:
         signal: The raw event kind produced (``search``, ``view``); its signal job publishes
-            ``usp.signal.<signal>``, watched for the breakdown.
+            ``usp.signal.<signal>``, watched for the breakdown (a join: the join's name).
         raw_topic: The signal's raw source topic (unprefixed, e.g. ``events.search``).
         feature: The Feast feature ref polled (``view:feature``); a probe counts as served
             when its value is truthy (a member, a count of at least 1).
@@ -228,6 +229,14 @@ class Probe:
     raw_topic: str
     feature: str
     label: str
+    events: Callable[[int], list[tuple[str, bytes]]] | None = None
+    """The raw (topic, event) pairs sent for a user; default: one ``signal`` event."""
+
+    def for_user(self, user: int) -> list[tuple[str, bytes]]:
+        """What the loop produces for ``user`` (topics unprefixed)."""
+        if self.events is not None:
+            return self.events(user)
+        return [(self.raw_topic, raw_event(self.signal, user))]
 
 
 def freshness(bench: Bench, probe: Probe, quick: bool) -> dict:
@@ -248,12 +257,12 @@ def freshness(bench: Bench, probe: Probe, quick: bool) -> dict:
     sent: dict[int, int] = {}
     seen: dict[int, int] = {}
     kafka = bench.stack.kafka
-    topic = f"{bench.prefix}{probe.raw_topic}"
     try:
         log("waiting for the jobs to run")
         warm_user = 8_000_000
         sender = producer(kafka)
-        sender.produce(topic, raw_event(probe.signal, warm_user))
+        for topic, event in probe.for_user(warm_user):
+            sender.produce(bench.prefix + topic, event)
         sender.flush(10)
         deadline = time.monotonic() + 240
         while not served_users(store, probe.feature, [warm_user]) and time.monotonic() < deadline:
@@ -267,15 +276,17 @@ def freshness(bench: Bench, probe: Probe, quick: bool) -> dict:
             # The first seconds after a job starts are not its steady state (one stall of
             # about 2 s was seen there): they run at the same rate but are not measured.
             sender = producer(kafka)
-            interval, next_at = 1.0 / rate, time.perf_counter()
-            skip = int(rate * warm_up)
-            for i in range(skip + int(rate * seconds)):
+            per_user = len(probe.for_user(warm_user))  # raw events per user
+            interval, next_at = per_user / rate, time.perf_counter()
+            skip, measured = int(rate * warm_up / per_user), int(rate * seconds / per_user)
+            for i in range(skip + measured):
                 user = 9_000_000 + i
                 if i == skip:
-                    log(f"freshness at {rate} {probe.signal} events/s for {seconds:.0f} s")
-                if i >= skip and (i - skip) % max(1, int(rate * seconds) // PROBES) == 0:
+                    log(f"freshness at {rate} raw events/s for {seconds:.0f} s")
+                if i >= skip and (i - skip) % max(1, measured // PROBES) == 0:
                     sent[user] = time.perf_counter_ns()
-                sender.produce(topic, raw_event(probe.signal, user))
+                for topic, event in probe.for_user(user):
+                    sender.produce(bench.prefix + topic, event)
                 sender.poll(0)
                 next_at += interval
                 pause = next_at - time.perf_counter()

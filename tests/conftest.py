@@ -69,7 +69,7 @@ def copy_repo(destination: Path, redis_url: str, project: str, topic_prefix: str
     )
     shutil.copytree(ROOT / "validation", destination / "validation")
     if topic_prefix:
-        for definition in (repo / "signals").glob("*.yaml"):
+        for definition in [*(repo / "signals").glob("*.yaml"), *(repo / "joins").glob("*.yaml")]:
             text = definition.read_text().replace("topic: events.", f"topic: {topic_prefix}events.")
             definition.write_text(text)
     (repo / "feature_store.yaml").write_text(

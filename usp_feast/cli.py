@@ -54,7 +54,16 @@ def validate(repo: Path) -> None:
     if problems:
         count = len(problems)
         raise click.ClickException(f"{count} problem{'s' if count != 1 else ''} found")
-    click.echo(f"{len(definitions.signals)} signal definitions OK")
+    joins = f" ({_count(len(definitions.joins), 'join')})" if definitions.joins else ""
+    click.echo(
+        f"definitions OK: {_count(len(definitions.signals), 'signal')}{joins}, "
+        f"{_count(len(definitions.segments), 'segment')}, "
+        f"{_count(len(definitions.sessions), 'session')}"
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
 STREAMING_OPTION = click.option(
@@ -101,7 +110,7 @@ def generate(repo: Path, streaming: Path | None, check: bool) -> None:
     "--all",
     "run_all",
     is_flag=True,
-    help="Run every signal, segment and session engagement in one Flink job.",
+    help="Run every signal, join, segment and session engagement in one Flink job.",
 )
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @REPO_OPTION

@@ -22,11 +22,11 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import Array, Bool, FeastType, Float64, Int64, String, UnixTimestamp
 
 from usp_feast.aggregates import AggregateSpec
-from usp_feast.definitions import Definitions, load_definitions
+from usp_feast.definitions import Definitions, SignalDefinition, load_definitions
 from usp_feast.durations import format_duration
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.query_features import StoreAddress, history_function, history_source
-from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
+from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec
 
 # Feast warns that every StreamFeatureView is alpha, on each construction and registry load,
 # and its own import resets filters to show it; it says nothing about a user's definitions.
@@ -103,8 +103,8 @@ class SignalView(StreamFeatureView):
         return copied
 
 
-def signal_view(spec: SignalSpec) -> tuple[Any, Any, SignalView]:
-    """The Feast objects of one signal: its file source, push source and view."""
+def signal_view(spec: SignalDefinition) -> tuple[Any, Any, SignalView]:
+    """The Feast objects of one signal (or join signal): its file source, push source and view."""
     offline = FileSource(
         name=f"{spec.name}_source",
         path=f"data/signals/{spec.name}.parquet",
@@ -125,8 +125,7 @@ def signal_view(spec: SignalSpec) -> tuple[Any, Any, SignalView]:
         description=spec.description,
         owner=spec.owner,
         tags={
-            "usp.kind": "signal",
-            "usp.topic": spec.source.topic,
+            **_source_tags(spec),
             RETENTION_TAG: format_duration(spec.retention),
         },
     )
@@ -134,6 +133,17 @@ def signal_view(spec: SignalSpec) -> tuple[Any, Any, SignalView]:
     view.entity_columns = [Field(name="user_id", dtype=Int64)]
     view = SignalView.from_proto(view.to_proto())
     return view.batch_source, view.stream_source, view
+
+
+def _source_tags(spec: SignalDefinition) -> dict[str, str]:
+    if isinstance(spec, JoinSignalSpec):
+        return {
+            "usp.kind": "join",
+            "usp.topic": spec.left.topic,
+            "usp.right_topic": spec.right.topic,
+            "usp.join": spec.describe(),
+        }
+    return {"usp.kind": "signal", "usp.topic": spec.source.topic}
 
 
 # The membership a segment view serves; ``in_segment`` is re-checked against ``expires_at`` when
@@ -244,9 +254,8 @@ def session_view(
     signals = [definitions.signal(name) for name in spec.signals]
     features = []
     for name, aggregate in spec.aggregates().items():
-        field_type = next(
-            (s.fields[aggregate.field] for s in signals if aggregate.field in s.fields), None
-        )
+        field = aggregate.field or ""
+        field_type = next((s.fields[field] for s in signals if field in s.fields), None)
         features.append(Field(name=name, dtype=_feature_type(aggregate, field_type)))
     return _derived_view(
         spec.view,
@@ -266,7 +275,7 @@ def session_view(
 
 
 def history_view(
-    spec: SignalSpec, view: StreamFeatureView, address: StoreAddress
+    spec: SignalDefinition, view: StreamFeatureView, address: StoreAddress
 ) -> OnDemandFeatureView:
     """The on-demand feature view serving a signal's ``query_features`` from its history.
 

@@ -25,13 +25,20 @@ from ruamel.yaml.reader import ReaderError
 
 from usp_feast.aggregates import AggregateError
 from usp_feast.filters import FilterError, parse_filter
-from usp_feast.spec import FIELD_TYPES, SegmentSpec, SessionEngagementSpec, SignalSpec
+from usp_feast.spec import (
+    FIELD_TYPES,
+    JoinSignalSpec,
+    SegmentSpec,
+    SessionEngagementSpec,
+    SignalSpec,
+)
 
 __all__ = [
     "DefinitionError",
     "Definitions",
     "JobDefinition",
     "Problem",
+    "SignalDefinition",
     "check_definitions",
     "load_definitions",
     "load_transform",
@@ -65,20 +72,30 @@ class DefinitionError(ValueError):
         super().__init__(f"{count} problem{'s' if count != 1 else ''} in definitions:\n{lines}")
 
 
-JobDefinition = SignalSpec | SegmentSpec | SessionEngagementSpec
+SignalDefinition = SignalSpec | JoinSignalSpec
+"""A definition whose job makes signal rows: from one topic, or by joining two."""
+JobDefinition = SignalSpec | JoinSignalSpec | SegmentSpec | SessionEngagementSpec
 """A definition that runs as a streaming job (what ``usp run NAME`` starts)."""
 
 
 @dataclass(frozen=True)
 class Definitions:
-    """Every valid definition of one feature repository."""
+    """Every valid definition of one feature repository.
+
+    ``signals`` holds join signals (``joins/``) as well: they are read like any signal.
+    """
 
     repo: Path
-    signals: tuple[SignalSpec, ...]
+    signals: tuple[SignalDefinition, ...]
     segments: tuple[SegmentSpec, ...] = ()
     sessions: tuple[SessionEngagementSpec, ...] = ()
 
-    def signal(self, name: str) -> SignalSpec:
+    @property
+    def joins(self) -> tuple[JoinSignalSpec, ...]:
+        """The join signals."""
+        return tuple(s for s in self.signals if isinstance(s, JoinSignalSpec))
+
+    def signal(self, name: str) -> SignalDefinition:
         """The signal called ``name``.
 
         Raises:
@@ -113,6 +130,9 @@ class Definitions:
         for spec in specs:
             if isinstance(spec, SignalSpec):
                 topics += [spec.source.topic, spec.signal_topic, spec.dead_letter_topic]
+            elif isinstance(spec, JoinSignalSpec):
+                topics += [*spec.topics_read, spec.signal_topic, spec.dead_letter_topic]
+                topics.append(spec.late_topic)
             elif isinstance(spec, SegmentSpec):
                 topics += [self.signal(n).signal_topic for n in spec.rules().signals]
                 topics += [spec.topic, spec.late_topic]
@@ -146,7 +166,7 @@ class Definitions:
         raise KeyError(f"unknown session {name!r}; known sessions: {_names(self.sessions)}")
 
 
-_Spec = TypeVar("_Spec", SignalSpec, SegmentSpec, SessionEngagementSpec)
+_Spec = TypeVar("_Spec", SignalDefinition, SegmentSpec, SessionEngagementSpec)
 
 
 def _named(specs: Sequence[_Spec], name: str) -> _Spec | None:
@@ -187,6 +207,7 @@ def check_definitions(
     repo = Path(repo).resolve()
     problems: list[Problem] = []
     signals = _load_folder(repo, "signals", SignalSpec, problems)
+    signals += _load_folder(repo, "joins", JoinSignalSpec, problems)
     segments = _load_folder(repo, "segments", SegmentSpec, problems)
     sessions = _load_folder(repo, "sessions", SessionEngagementSpec, problems)
     problems.extend(_duplicate_names(signals, "signal"))
@@ -205,8 +226,7 @@ def check_definitions(
         )
     if check_imports:
         for spec, shown, document in signals:
-            problems.extend(_check_transform(spec, repo, shown, _line_of(document, ("transform",))))
-            problems.extend(_check_suite(spec, repo, shown, _line_of(document, ("validation",))))
+            problems.extend(_check_imports(spec, repo, shown, document))
     definitions = Definitions(
         repo=repo,
         signals=tuple(s for s, _, _ in signals),
@@ -334,7 +354,7 @@ def _message(model: type[BaseModel], error: Any) -> str:
         return f"unknown key {loc[-1]!r}{suggestion}"
     if kind == "missing":
         return "required key is missing"
-    if kind == "literal_error" and loc[:1] == ("fields",):
+    if kind == "literal_error" and "fields" in loc[:-1]:
         return f"unknown type {error['input']!r}; use one of {', '.join(FIELD_TYPES)}"
     if kind == "string_pattern_mismatch":
         return f"{error['input']!r} is not valid here: {_pattern_hint(loc)}"
@@ -418,10 +438,13 @@ def _duplicate_names(loaded: list[tuple[Any, Path, CommentedMap]], kind: str) ->
 _RESERVED_PREFIXES = {
     "segment_": "segment views",
     "session_": "session engagement job configs",
+    "join_": "join signal job configs",
 }
 
 
-def _reserved_signal_names(signals: list[tuple[SignalSpec, Path, CommentedMap]]) -> list[Problem]:
+def _reserved_signal_names(
+    signals: list[tuple[SignalDefinition, Path, CommentedMap]],
+) -> list[Problem]:
     return [
         Problem(
             shown,
@@ -436,7 +459,7 @@ def _reserved_signal_names(signals: list[tuple[SignalSpec, Path, CommentedMap]])
 
 
 def _check_segment_signals(
-    spec: SegmentSpec, known: dict[str, SignalSpec], shown: Path, document: CommentedMap
+    spec: SegmentSpec, known: dict[str, SignalDefinition], shown: Path, document: CommentedMap
 ) -> list[Problem]:
     """Every signal a segment names exists, and its filters fit that signal's fields."""
     problems = []
@@ -469,7 +492,7 @@ def _check_segment_signals(
 
 def _check_session_signals(
     spec: SessionEngagementSpec,
-    known: dict[str, SignalSpec],
+    known: dict[str, SignalDefinition],
     shown: Path,
     document: CommentedMap,
 ) -> list[Problem]:
@@ -528,7 +551,7 @@ _FeastNames = dict[str, list[tuple[str, str]]]
 
 
 def _feast_names(
-    signals: Sequence[SignalSpec],
+    signals: Sequence[SignalDefinition],
     segments: Sequence[SegmentSpec],
     sessions: Sequence[SessionEngagementSpec],
 ) -> _FeastNames:
@@ -571,7 +594,7 @@ def _session_objects(spec: SessionEngagementSpec) -> list[tuple[str, str]]:
 
 def _check_session_name(
     spec: SessionEngagementSpec,
-    signals: Sequence[SignalSpec],
+    signals: Sequence[SignalDefinition],
     segments: Sequence[SegmentSpec],
     taken: _FeastNames,
     shown: Path,
@@ -611,6 +634,28 @@ def _check_session_name(
     ]
 
 
+def _check_imports(
+    spec: SignalDefinition, repo: Path, shown: Path, document: CommentedMap
+) -> list[Problem]:
+    """The transform class imports and every expectation suite loads."""
+    if isinstance(spec, JoinSignalSpec):
+        return [
+            problem
+            for side in ("left", "right")
+            for problem in _check_suite(
+                getattr(spec, side).validation,
+                repo,
+                shown,
+                _line_of(document, (side, "validation")),
+                f"{side}.validation",
+            )
+        ]
+    return [
+        *_check_transform(spec, repo, shown, _line_of(document, ("transform",))),
+        *_check_suite(spec.validation, repo, shown, _line_of(document, ("validation",))),
+    ]
+
+
 def _check_transform(spec: SignalSpec, repo: Path, shown: Path, line: int | None) -> list[Problem]:
     try:
         load_transform(spec, repo)
@@ -621,21 +666,23 @@ def _check_transform(spec: SignalSpec, repo: Path, shown: Path, line: int | None
     return []
 
 
-def _check_suite(spec: SignalSpec, repo: Path, shown: Path, line: int | None) -> list[Problem]:
+def _check_suite(
+    name: str, repo: Path, shown: Path, line: int | None, field: str = "validation"
+) -> list[Problem]:
     from usp_feast.contracts import Contract, ContractError
 
-    suite = validation_dir(repo) / f"{spec.validation}.json"
+    suite = validation_dir(repo) / f"{name}.json"
     if not suite.is_file():
         return [
             Problem(
                 shown,
                 line,
-                "validation",
-                f"expectation suite {spec.validation!r} not found; expected the file {suite}",
+                field,
+                f"expectation suite {name!r} not found; expected the file {suite}",
             )
         ]
     try:
         Contract.load(suite)  # rejects expectation types the job cannot check per event
     except ContractError as exc:
-        return [Problem(shown, line, "validation", str(exc))]
+        return [Problem(shown, line, field, str(exc))]
     return []

@@ -64,7 +64,8 @@ def run_demo(
         definitions.topics([*definitions.signals, *definitions.segments, *definitions.sessions]),
     )
     console.print(
-        f"{len(definitions.signals)} signals, {len(definitions.segments)} segments and "
+        f"{len(definitions.signals)} signals ({len(definitions.joins)} of them joins), "
+        f"{len(definitions.segments)} segments and "
         f"{len(definitions.sessions)} session engagements registered; job configs in {streaming}"
     )
 
@@ -105,7 +106,8 @@ def run_demo(
                     first_signal_after = elapsed
                 if first_signal_after is None:
                     # JVM start, job submission and opening every Python operator (each loads
-                    # Feast) took 59 s for the example's 7 definitions on a 2-core VM.
+                    # Feast) took 59 s for the example's 7 definitions on a 2-core VM (before
+                    # the join was added; see the README for the current figure).
                     status = f"[yellow]starting the Flink job… {elapsed:.0f} s (about a minute)"
                 else:
                     status = (

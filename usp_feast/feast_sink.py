@@ -91,6 +91,9 @@ class FeastSink:
 
         retrying(send)
 
+    def checkpoint(self) -> None:
+        """Nothing to flush: :meth:`write` returns once the rows are stored."""
+
     def describe(self) -> dict[str, Any]:
         """What this sink writes to, for logs."""
         return {"view": self.view.name, "project": self.store.config.project}

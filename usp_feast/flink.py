@@ -42,7 +42,13 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.jobs import SegmentJobConfig, SessionJobConfig, SignalJobConfig
+from usp_feast.jobs import (
+    AnyJobConfig,
+    JoinJobConfig,
+    SegmentJobConfig,
+    SessionJobConfig,
+    SignalJobConfig,
+)
 
 __all__ = [
     "RECORD_BATCH",
@@ -114,10 +120,13 @@ class JobRuntime:
     parallelism: int = 1
 
 
-def build_job(
-    configs: Sequence[SignalJobConfig | SegmentJobConfig | SessionJobConfig], runtime: JobRuntime
-) -> StreamExecutionEnvironment:
-    """One Flink job running the pipelines of ``configs`` (any kinds may share one)."""
+def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExecutionEnvironment:
+    """One Flink job running the pipelines of ``configs`` (any kinds may share one).
+
+    The job keeps its keyed state on RocksDB when any pipeline asks for it (joins do: their
+    state grows with distinct keys, so it may outgrow memory), else on the heap.
+    """
+    from usp_feast.flink_joins import add_join
     from usp_feast.flink_segments import add_segment
     from usp_feast.flink_sessions import add_session
 
@@ -132,6 +141,10 @@ def build_job(
     )
     conf.set_string("execution.checkpointing.num-retained", "2")
     conf.set_string("restart-strategy.type", "exponential-delay")
+    if any(getattr(c, "state_backend", "hashmap") == "rocksdb" for c in configs):
+        conf.set_string("state.backend.type", "rocksdb")
+        # Each checkpoint uploads only the RocksDB files that changed since the last one.
+        conf.set_string("execution.checkpointing.incremental", "true")
     restore = latest_checkpoint(runtime.checkpoint_dir)
     if restore is not None:
         logger.warning("restoring from checkpoint %s", restore)
@@ -150,6 +163,8 @@ def build_job(
             add_segment(env, t_env, config, runtime)
         elif isinstance(config, SessionJobConfig):
             add_session(env, t_env, config, runtime)
+        elif isinstance(config, JoinJobConfig):
+            add_join(env, t_env, config, runtime)
         else:
             _add_signal(env, t_env, config, runtime)
     return env
@@ -304,8 +319,11 @@ class ProcessBatch(MapFunction):
         from usp_feast.feast_sink import FeastSink, OverlappedWriter
         from usp_feast.pipeline import SignalPipeline
         from usp_feast.processing import SignalProcessor
+        from usp_feast.spec import SignalSpec
 
         spec = load_definitions(self.repo, check_imports=False).signal(self.config.signal)
+        if not isinstance(spec, SignalSpec):
+            raise ValueError(f"{spec.name} is a join signal; regenerate the streaming/ configs")
         contract = Contract.load(validation_dir(self.repo) / self.config.suite)
         pipeline = SignalPipeline(spec, load_transform(spec, self.repo))
         self.processor = SignalProcessor(pipeline, contract, self.config.max_event_bytes)

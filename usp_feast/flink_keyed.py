@@ -3,7 +3,8 @@
 Per definition, one pipeline::
 
     Kafka usp.signal.<input signals> (record time = event time)
-      → event-time watermarks that keep moving while input is idle (Java)
+      → event-time watermarks following the slowest input topic, moving on while input is
+        idle (Java)
       → UserKeys (Java: the user id) → key by user
       → the definition's KeyedProcessFunction (Python: pure-core state in keyed state, one
         event-time timer per user) → JSON messages
@@ -90,8 +91,14 @@ def add_keyed_pipeline(
     name = config.name
     # Signal topics carry each row's event time as the Kafka record time (the signal job's
     # Unbatcher sets it), so timestamps and watermarks need no Python call.
-    strategy = get_gateway().jvm.io.uspfeast.flink.IdleAdvancingWatermarks.strategy(
-        config.watermark_out_of_orderness_ms, config.idle_advance_ms, 2
+    # Per input topic: one signal topic read ahead of another (a backlog) must not make the
+    # other's rows late.
+    gateway = get_gateway()
+    topics = gateway.new_array(gateway.jvm.String, len(config.inputs))
+    for i, source in enumerate(config.inputs):
+        topics[i] = source.topic
+    strategy = gateway.jvm.io.uspfeast.flink.IdleAdvancingWatermarks.strategy(
+        config.watermark_out_of_orderness_ms, config.idle_advance_ms, 2, 1, topics
     )
     rows = kafka_rows(
         t_env,

@@ -1,7 +1,8 @@
 """Streaming job configs generated from definitions (pure: no Flink, no Kafka).
 
-One JSON file per signal (``<signal>.json``), per segment (``segment_<name>.json``) and per
-session engagement (``session_<name>.json``), next to the job entry point in ``streaming/``.
+One JSON file per signal (``<signal>.json``), per join signal (``join_<name>.json``), per
+segment (``segment_<name>.json``) and per session engagement (``session_<name>.json``), next
+to the job entry point in ``streaming/``.
 The files carry what the job does, never where services live or secrets: Kafka bootstrap
 servers come from ``USP_KAFKA_BOOTSTRAP`` (or the local stack) and Redis from the repository's
 ``feature_store.yaml`` when the job starts. Output is deterministic, so a diff of
@@ -11,16 +12,19 @@ servers come from ``USP_KAFKA_BOOTSTRAP`` (or the local stack) and Redis from th
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from usp_feast.definitions import Definitions
-from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
+from usp_feast.definitions import Definitions, JobDefinition
+from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, SignalSpec
 
 __all__ = [
+    "AnyJobConfig",
     "JobConfig",
+    "JoinJobConfig",
     "KeyedJobConfig",
     "SegmentJobConfig",
     "SessionJobConfig",
@@ -28,6 +32,7 @@ __all__ = [
     "SignalJobConfig",
     "config_file",
     "job_config",
+    "join_job_config",
     "load_job_config",
     "parse_job_config",
     "render_job_configs",
@@ -56,6 +61,43 @@ class SignalJobConfig(BaseModel):
     """How long a record may wait to be handed to Python (and the store) with others."""
     batch_max_rows: int = 500
     buffer_timeout_ms: int = 5
+
+
+class JoinJobConfig(BaseModel):
+    """Everything a join signal job needs to run, independent of the deployment.
+
+    How it joins (sides, fields, rules) is read from the definition itself.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["join"] = "join"
+    join: str
+    left_topic: str
+    right_topic: str
+    left_suite: str
+    right_suite: str
+    """Expectation suite files, relative to the repository's validation folder."""
+    signal_topic: str
+    dead_letter_topic: str
+    late_topic: str
+    consumer_group: str
+    max_event_bytes: int = 64 * 1024
+    watermark_out_of_orderness_ms: int = 5_000
+    """How far out of event-time order input may arrive and still be joined."""
+    idle_advance_ms: int = 2_000
+    """With no input for this long, event time runs on with the clock (waiting joins answer)."""
+    state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
+    """Where keyed state lives: RocksDB spills to disk, so join state may outgrow memory."""
+    checkpoint_interval_ms: int = 2_000
+    batch_max_delay_ms: int = 10
+    batch_max_rows: int = 500
+    buffer_timeout_ms: int = 5
+
+    @property
+    def name(self) -> str:
+        """The job's part name (used in operator names and uids)."""
+        return f"join_{self.join}"
 
 
 class SignalInput(BaseModel):
@@ -119,15 +161,17 @@ class SessionJobConfig(KeyedJobConfig):
         return f"session_{self.session}"
 
 
-AnyJobConfig = SignalJobConfig | SegmentJobConfig | SessionJobConfig
+AnyJobConfig = SignalJobConfig | JoinJobConfig | SegmentJobConfig | SessionJobConfig
 JobConfig = Annotated[AnyJobConfig, Field(discriminator="kind")]
 _JOB_CONFIG: TypeAdapter[AnyJobConfig] = TypeAdapter(JobConfig)
 
 
-def config_file(spec: SignalSpec | SegmentSpec | SessionEngagementSpec) -> str:
+def config_file(spec: JobDefinition) -> str:
     """File name of a definition's job config in ``streaming/``."""
     if isinstance(spec, SignalSpec):
         return f"{spec.name}.json"
+    if isinstance(spec, JoinSignalSpec):
+        return f"join_{spec.name}.json"
     if isinstance(spec, SegmentSpec):
         return f"{spec.view}.json"
     return f"session_{spec.name}.json"
@@ -142,6 +186,22 @@ def job_config(spec: SignalSpec) -> SignalJobConfig:
         dead_letter_topic=spec.dead_letter_topic,
         consumer_group=f"usp.signal.{spec.name}",
         suite=f"{spec.validation}.json",
+    )
+
+
+def join_job_config(spec: JoinSignalSpec) -> JoinJobConfig:
+    """The job config of one join signal: its two raw topics and its outputs."""
+    return JoinJobConfig(
+        join=spec.name,
+        left_topic=spec.left.topic,
+        right_topic=spec.right.topic,
+        left_suite=f"{spec.left.validation}.json",
+        right_suite=f"{spec.right.validation}.json",
+        signal_topic=spec.signal_topic,
+        dead_letter_topic=spec.dead_letter_topic,
+        late_topic=spec.late_topic,
+        consumer_group=f"usp.join.{spec.name}",
+        watermark_out_of_orderness_ms=spec.out_of_orderness // timedelta(milliseconds=1),
     )
 
 
@@ -174,10 +234,12 @@ def session_job_config(spec: SessionEngagementSpec, definitions: Definitions) ->
 
 
 def render_job_configs(definitions: Definitions) -> dict[str, str]:
-    """File name → JSON text of every signal, segment and session job (deterministic bytes)."""
+    """File name → JSON text of every job config (deterministic bytes)."""
     configs: dict[str, BaseModel] = {}
     for spec in sorted(definitions.signals, key=lambda s: s.name):
-        configs[config_file(spec)] = job_config(spec)
+        configs[config_file(spec)] = (
+            join_job_config(spec) if isinstance(spec, JoinSignalSpec) else job_config(spec)
+        )
     for segment in sorted(definitions.segments, key=lambda s: s.name):
         configs[config_file(segment)] = segment_job_config(segment, definitions)
     for session in sorted(definitions.sessions, key=lambda s: s.name):

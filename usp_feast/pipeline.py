@@ -1,7 +1,8 @@
 """Turn one raw event into one signal row: the code path shared by every way events arrive.
 
 The streaming job, the backfill and the demo all call :meth:`SignalPipeline.process`, so the
-stream and the batch produce the same rows for the same events.
+stream and the batch produce the same rows for the same events. A join signal's inputs go
+through :meth:`JoinSidePipeline.process` the same way before the join sees them.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from usp_feast.spec import SignalSpec
+from usp_feast.joins import SideRecord
+from usp_feast.spec import JoinSideSpec, SignalSpec
+from usp_feast.versions import to_micros
 
-__all__ = ["RejectedEvent", "SignalPipeline", "parse_event_time"]
+__all__ = ["JoinSidePipeline", "RejectedEvent", "SignalPipeline", "check_types", "parse_event_time"]
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -70,6 +73,11 @@ class SignalPipeline:
     spec: SignalSpec
     transform: Any
 
+    @property
+    def name(self) -> str:
+        """The signal's name (dead letters say whose they are)."""
+        return self.spec.name
+
     def process(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
         """The signal row of an event (None when the transform drops it).
 
@@ -78,12 +86,8 @@ class SignalPipeline:
                 transform output that does not match the definition's fields.
         """
         spec = self.spec
-        user = event.get(spec.entity_key)
-        if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
-            raise RejectedEvent(f"{spec.entity_key} must be a positive integer, got {user!r}")
-        event_id = event.get(spec.event_id)
-        if not isinstance(event_id, str) or not event_id or "\x1f" in event_id:
-            raise RejectedEvent(f"{spec.event_id} must be a non-empty string, got {event_id!r}")
+        user = _user_of(event, spec.entity_key)
+        event_id = _event_id_of(event, spec.event_id)
         event_time = parse_event_time(event.get(spec.event_time))
         extra = self.transform.validate(event) if hasattr(self.transform, "validate") else []
         if extra:
@@ -101,12 +105,89 @@ class SignalPipeline:
         missing = [name for name in self.spec.fields if name not in fields]
         if missing:
             raise RejectedEvent(f"transform output lacks {', '.join(missing)}")
-        for name, kind in self.spec.fields.items():
-            value = fields[name]
-            if value is None:
-                continue
-            allowed = _PYTHON_TYPES[kind]
-            if not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool)):
-                raise RejectedEvent(
-                    f"transform output {name}={value!r} is not of declared type {kind}"
-                )
+        check_types(self.spec.fields, fields, "transform output")
+
+
+def check_types(types: Mapping[str, str], values: Mapping[str, Any], what: str) -> None:
+    """Every value present in ``values`` has its declared type (None passes).
+
+    Raises:
+        RejectedEvent: Naming the first value of a wrong type.
+
+    Example:
+        >>> check_types({"price": "float"}, {"price": 12}, "event")  # an int is a float
+        >>> check_types({"guests": "int"}, {"guests": True}, "event")
+        Traceback (most recent call last):
+        ...
+        usp_feast.pipeline.RejectedEvent: event guests=True is not of declared type int
+    """
+    for name, kind in types.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        allowed = _PYTHON_TYPES[kind]
+        if not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool)):
+            raise RejectedEvent(f"{what} {name}={value!r} is not of declared type {kind}")
+
+
+def _user_of(event: Mapping[str, Any], field: str) -> int:
+    user = event.get(field)
+    if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
+        raise RejectedEvent(f"{field} must be a positive integer, got {user!r}")
+    return user
+
+
+def _event_id_of(event: Mapping[str, Any], field: str) -> str:
+    event_id = event.get(field)
+    if not isinstance(event_id, str) or not event_id or "\x1f" in event_id:
+        raise RejectedEvent(f"{field} must be a non-empty string, got {event_id!r}")
+    return event_id
+
+
+@dataclass(frozen=True)
+class JoinSidePipeline:
+    """One input of a join signal: a valid event becomes the record the join holds.
+
+    Example:
+        >>> side = JoinSideSpec(topic="events.listing_update", validation="listing_update",
+        ...     key="listing_id", fields={"price": "float"})
+        >>> record = JoinSidePipeline(side, "listing_update").process({"event_id": "u1",
+        ...     "event_ts": "2026-11-26T17:00:00Z", "listing_id": 9, "price": 80})
+        >>> record.time_ms, record.fields
+        (1795712400000, {'price': 80.0})
+    """
+
+    side: JoinSideSpec
+    name: str
+    user_key: str | None = None
+    """The event field holding the user (the left side's); kept as ``user_id``."""
+
+    def process(self, event: Mapping[str, Any]) -> SideRecord:
+        """The join's record of an event.
+
+        Raises:
+            RejectedEvent: A missing identity field or join key, a bad event time, or a field
+                missing or not of its declared type.
+        """
+        side = self.side
+        event_id = _event_id_of(event, side.event_id)
+        moment = parse_event_time(event.get(side.event_time))
+        key = event.get(side.key)
+        if key is None or isinstance(key, (bool, dict, list)):
+            raise RejectedEvent(f"join key {side.key} must be a string or a number, got {key!r}")
+        missing = [name for name in side.fields if event.get(name) is None]
+        if missing:
+            raise RejectedEvent(f"event lacks {', '.join(missing)}")
+        check_types(side.fields, event, "event")
+        fields = {
+            name: float(event[name]) if kind == "float" else event[name]
+            for name, kind in side.fields.items()
+        }
+        if self.user_key is not None:
+            fields = {"user_id": _user_of(event, self.user_key), **fields}
+        return SideRecord(
+            time_ms=to_micros(moment) // 1000,
+            event_id=event_id,
+            event_ts=moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            fields=fields,
+        )

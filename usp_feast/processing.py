@@ -11,18 +11,19 @@ import base64
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
 from usp_feast.contracts import Contract, Violation
-from usp_feast.pipeline import RejectedEvent, SignalPipeline
+from usp_feast.pipeline import RejectedEvent
 from usp_feast.versions import to_micros
 
 __all__ = [
     "Accepted",
     "BatchOutcome",
     "DeadLetter",
+    "EventPipeline",
     "SignalProcessor",
     "SourcePosition",
     "event_time_ms",
@@ -40,16 +41,28 @@ class SourcePosition:
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """A valid event turned into a signal row."""
+Row = TypeVar("Row")
+Row_co = TypeVar("Row_co", covariant=True)
 
-    row: dict[str, Any]
+
+class EventPipeline(Protocol[Row_co]):
+    """What turns a valid event into a row: a signal's pipeline, or one input of a join."""
 
     @property
-    def event_time_ms(self) -> int:
-        """Event time in epoch milliseconds (the Flink record timestamp)."""
-        return event_time_ms(self.row)
+    def name(self) -> str:
+        """Whose events these are (dead letters say it)."""
+        ...
+
+    def process(self, event: Any) -> Row_co | None:
+        """The row of a valid event, None to drop it; raises ``RejectedEvent`` to reject it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Accepted(Generic[Row]):
+    """A valid event turned into a row (a signal row, or a join input's record)."""
+
+    row: Row
 
 
 @dataclass(frozen=True)
@@ -83,10 +96,10 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
-class BatchOutcome:
+class BatchOutcome(Generic[Row]):
     """What a batch of records became, each kept in arrival order."""
 
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     dead_letters: list[DeadLetter]
 
 
@@ -100,8 +113,8 @@ def row_to_json(row: dict[str, Any]) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
 
 
-class SignalProcessor:
-    """Validate + transform for one signal.
+class SignalProcessor(Generic[Row]):
+    """Validate + transform for one signal (or one input of a join signal).
 
     Example:
         >>> processor = SignalProcessor(pipeline, contract)
@@ -111,14 +124,14 @@ class SignalProcessor:
     """
 
     def __init__(
-        self, pipeline: SignalPipeline, contract: Contract, max_bytes: int = 64 * 1024
+        self, pipeline: EventPipeline[Row], contract: Contract, max_bytes: int = 64 * 1024
     ) -> None:
         self.pipeline = pipeline
         self.contract = contract
         self.max_bytes = max_bytes
-        self.signal = pipeline.spec.name
+        self.signal = pipeline.name
 
-    def process(self, raw: bytes, position: SourcePosition) -> Accepted | DeadLetter | None:
+    def process(self, raw: bytes, position: SourcePosition) -> Accepted[Row] | DeadLetter | None:
         """The outcome for one record; None when the transform drops a valid event."""
         event, violations = self.contract.check_bytes(raw, max_bytes=self.max_bytes)
         if violations or event is None:
@@ -130,9 +143,9 @@ class SignalProcessor:
             return DeadLetter(self.signal, position, (reason,), raw)
         return None if row is None else Accepted(row)
 
-    def process_batch(self, records: Iterable[tuple[bytes, SourcePosition]]) -> BatchOutcome:
+    def process_batch(self, records: Iterable[tuple[bytes, SourcePosition]]) -> BatchOutcome[Row]:
         """Each record processed on its own (as :meth:`process`), outcomes split by kind."""
-        rows: list[dict[str, Any]] = []
+        rows: list[Row] = []
         dead_letters: list[DeadLetter] = []
         for raw, position in records:
             outcome = self.process(raw, position)

@@ -23,7 +23,7 @@ from types import FunctionType
 from typing import Any, cast
 
 from usp_feast.aggregates import AggregateSpec
-from usp_feast.spec import SignalSpec
+from usp_feast.spec import JoinSignalSpec, SignalSpec
 
 __all__ = ["StoreAddress", "history_function", "history_source", "placeholder"]
 
@@ -54,7 +54,7 @@ def placeholder(kind: str, field_type: str | None) -> Any:
 _CLIENTS: dict[tuple[StoreAddress, str], Any] = {}
 
 
-def _client(address: StoreAddress, spec: SignalSpec) -> Any:
+def _client(address: StoreAddress, spec: SignalSpec | JoinSignalSpec) -> Any:
     # One client per serving process: connections are pooled and reused across requests.
     cached = _CLIENTS.get((address, spec.name))
     if cached is None:
@@ -69,7 +69,7 @@ def _client(address: StoreAddress, spec: SignalSpec) -> Any:
     return cached
 
 
-def history_function(spec: SignalSpec, address: StoreAddress) -> FunctionType:
+def history_function(spec: SignalSpec | JoinSignalSpec, address: StoreAddress) -> FunctionType:
     """The on-demand view's function: ``{"user_id": [...], ...}`` → one list per feature."""
     features = {
         name: (AggregateSpec.parse(f.aggregate), f.within, f.where)
@@ -111,13 +111,14 @@ def history_function(spec: SignalSpec, address: StoreAddress) -> FunctionType:
     return cast(FunctionType, compute)
 
 
-def history_source(spec: SignalSpec, address: StoreAddress) -> str:
+def history_source(spec: SignalSpec | JoinSignalSpec, address: StoreAddress) -> str:
     """Python source that, run on its own, defines ``compute`` = :func:`history_function`."""
+    model = type(spec).__name__
     return (
         "from usp_feast.query_features import StoreAddress, history_function\n"
-        "from usp_feast.spec import SignalSpec\n"
+        f"from usp_feast.spec import {model}\n"
         "compute = history_function(\n"
-        f"    SignalSpec.model_validate_json({spec.model_dump_json()!r}),\n"
+        f"    {model}.model_validate_json({spec.model_dump_json()!r}),\n"
         f"    StoreAddress(**{asdict(address)!r}),\n"
         ")\n"
     )

@@ -79,8 +79,7 @@ def write_prefixed_configs(definitions: Definitions, folder: Path, prefix: str) 
         config["consumer_group"] = prefix + config["consumer_group"]
         for source in config.get("inputs", []):
             source["topic"] = prefix + source["topic"]
-        if "source_topic" in config:
-            topics.append(config["source_topic"])
+        topics += [config[k] for k in ("source_topic", "left_topic", "right_topic") if k in config]
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return topics
 
@@ -108,7 +107,8 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1) ->
             f"Kafka at {bootstrap} does not answer ({exc}); start it with `usp dev up` "
             "or set USP_KAFKA_BOOTSTRAP"
         ) from None
-    wanted = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+    # A topic asked for twice in one request makes some brokers answer with a bad message.
+    wanted = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
     for topic, future in admin.create_topics(wanted).items() if wanted else []:
         try:
             future.result(timeout=15)

@@ -21,6 +21,7 @@ from pydantic import (
 from usp_feast.aggregates import AggregateError, AggregateSpec
 from usp_feast.durations import format_duration, parse_duration
 from usp_feast.filters import FilterError, parse_filter
+from usp_feast.joins import JoinRules
 from usp_feast.limits import MAX_WINDOW
 from usp_feast.segments import SegmentRules, SignalCondition
 from usp_feast.sessions import SessionSpec
@@ -30,8 +31,13 @@ __all__ = [
     "ENGAGEMENT_COLUMNS",
     "FIELD_TYPES",
     "RESERVED_COLUMNS",
+    "RIGHT_EVENT_TS",
     "Duration",
     "FieldType",
+    "IntervalSpec",
+    "JoinSideSpec",
+    "JoinSignalSpec",
+    "MissingRightSpec",
     "QueryFeatureSpec",
     "SegmentSpec",
     "SessionEngagementSpec",
@@ -127,54 +133,53 @@ class QueryFeatureSpec(_Spec):
         return value
 
 
-class SignalSpec(_Spec):
-    """One signal: a typed, per-user stream of events kept append-only and versioned.
+def _check_query_features(
+    query_features: dict[str, QueryFeatureSpec], fields: dict[str, str]
+) -> None:
+    types = {"event_id": "string", **fields}
+    for name, feature in query_features.items():
+        try:
+            AggregateSpec.parse(feature.aggregate).check(types)
+            if feature.where is not None:
+                parse_filter(feature.where).check(types)
+        except (AggregateError, FilterError) as exc:
+            raise ValueError(f"query_features.{name}: {exc}") from None
 
-    Example:
-        >>> spec = SignalSpec(
-        ...     name="search", owner="search-team", source={"topic": "events.search"},
-        ...     fields={"query": "string"}, transform="transforms.SearchTransform",
-        ...     retention="30d", validation="search")
-        >>> spec.retention.days
-        30
 
+def _positive(value: timedelta | None) -> timedelta | None:
+    if value is not None and value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+NonNegativeDuration = Annotated[Duration, AfterValidator(_not_negative)]
+
+
+class _SignalOutput(_Spec):
+    """What every definition that produces signal rows has: rows of a user, kept versioned.
+
+    Plain signals (:class:`SignalSpec`) and join signals (:class:`JoinSignalSpec`) compile to
+    the same Feast objects and are read the same way; only how their rows are made differs.
     """
 
     name: Identifier
     description: str = ""
     owner: Annotated[str, StringConstraints(min_length=1)]
-    source: SourceSpec
-    entity_key: Identifier = Field("user_id", description="event field holding the user id")
-    event_time: Identifier = Field("event_ts", description="event field holding event time")
-    event_id: Identifier = Field("event_id", description="event field holding the event id")
-    fields: dict[FieldName, FieldType] = Field(min_length=1)
-    transform: ClassPath
-    retention: Duration
-    ttl: Duration | None = Field(None, description="online freshness; defaults to retention")
-    validation: Identifier = Field(description="Great Expectations suite in validation/")
+    retention: PositiveDuration
+    ttl: PositiveDuration | None = Field(
+        None, description="online freshness; defaults to retention"
+    )
     query_features: dict[Identifier, QueryFeatureSpec] = Field(
         default_factory=dict,
         description="features computed from history at request time (an on-demand view)",
     )
-
-    @model_validator(mode="after")
-    def _query_features_fit_fields(self) -> SignalSpec:
-        types = {"event_id": "string", **self.fields}
-        for name, feature in self.query_features.items():
-            try:
-                AggregateSpec.parse(feature.aggregate).check(types)
-                if feature.where is not None:
-                    parse_filter(feature.where).check(types)
-            except (AggregateError, FilterError) as exc:
-                raise ValueError(f"query_features.{name}: {exc}") from None
-        return self
-
-    @field_validator("retention", "ttl")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be longer than zero")
-        return value
 
     @property
     def online_ttl(self) -> timedelta:
@@ -200,6 +205,193 @@ class SignalSpec(_Spec):
     def dead_letter_topic(self) -> str:
         """Kafka topic receiving events that fail validation."""
         return f"usp.dlq.{self.name}"
+
+
+class SignalSpec(_SignalOutput):
+    """One signal: a typed, per-user stream of events kept append-only and versioned.
+
+    Example:
+        >>> spec = SignalSpec(
+        ...     name="search", owner="search-team", source={"topic": "events.search"},
+        ...     fields={"query": "string"}, transform="transforms.SearchTransform",
+        ...     retention="30d", validation="search")
+        >>> spec.retention.days
+        30
+
+    """
+
+    source: SourceSpec
+    entity_key: Identifier = Field("user_id", description="event field holding the user id")
+    event_time: Identifier = Field("event_ts", description="event field holding event time")
+    event_id: Identifier = Field("event_id", description="event field holding the event id")
+    fields: dict[FieldName, FieldType] = Field(min_length=1)
+    transform: ClassPath
+    validation: Identifier = Field(description="Great Expectations suite in validation/")
+
+    @model_validator(mode="after")
+    def _query_features_fit_fields(self) -> SignalSpec:
+        _check_query_features(self.query_features, dict(self.fields))
+        return self
+
+    @property
+    def topics_read(self) -> tuple[str, ...]:
+        """The raw topics the signal's job reads."""
+        return (self.source.topic,)
+
+
+# The matched right record's event time, in every join signal row (null when none matched).
+RIGHT_EVENT_TS = "right_event_ts"
+
+
+def _not_join_column(name: str) -> str:
+    if name == RIGHT_EVENT_TS:
+        raise ValueError(f"{name!r} is added to every join signal row; rename the field")
+    return name
+
+
+JoinFieldName = Annotated[FieldName, AfterValidator(_not_join_column)]
+
+
+class JoinSideSpec(_Spec):
+    """One input of a join: a raw topic, its contract, its join key and the fields it gives."""
+
+    topic: TopicName = Field(description="Kafka topic of the raw events")
+    validation: Identifier = Field(description="Great Expectations suite in validation/")
+    key: Identifier = Field(description="event field holding the join key")
+    fields: dict[JoinFieldName, FieldType] = Field(
+        default_factory=dict, description="fields this side adds to the joined row"
+    )
+    event_time: Identifier = Field("event_ts", description="event field holding event time")
+    event_id: Identifier = Field("event_id", description="event field holding the event id")
+
+
+class IntervalSpec(_Spec):
+    """How far a right record's time may lie before and after the left event's."""
+
+    before: NonNegativeDuration = timedelta(0)
+    after: NonNegativeDuration = timedelta(0)
+
+
+class MissingRightSpec(_Spec):
+    """What happens to a left event no right record matches."""
+
+    wait: NonNegativeDuration = Field(
+        default=timedelta(0), description="event time to wait for a right record after the left"
+    )
+    then: Literal["emit_nulls", "drop"] = Field(
+        default="emit_nulls", description="emit the left event with null right fields, or drop it"
+    )
+
+
+class JoinSignalSpec(_SignalOutput):
+    """A signal made by joining two event streams on a shared key (a stream-stream join).
+
+    ``how: latest`` enriches each left event with the newest right record of its key as of the
+    left event's time; ``how: interval`` pairs it with every right record within ``within``.
+
+    Example:
+        >>> spec = JoinSignalSpec(
+        ...     name="wishlist_enriched", owner="discovery-team",
+        ...     left={"topic": "events.wishlist_add", "validation": "wishlist_add",
+        ...           "key": "listing_id", "fields": {"listing_id": "int"}},
+        ...     right={"topic": "events.listing_update", "validation": "listing_update",
+        ...            "key": "listing_id", "fields": {"price": "float"}},
+        ...     state_ttl="30d", retention="90d")
+        >>> spec.fields
+        {'listing_id': 'int', 'price': 'float', 'right_event_ts': 'string'}
+        >>> spec.describe()
+        'events.wishlist_add joined on listing_id with the latest events.listing_update'
+
+    """
+
+    left: JoinSideSpec = Field(description="the events being enriched; they carry the user")
+    right: JoinSideSpec = Field(description="the records joined to them")
+    how: Literal["latest", "interval"] = Field(
+        "latest", description="latest: newest right record as of the left event; interval"
+    )
+    within: IntervalSpec | None = Field(None, description="interval joins: the time bound")
+    user_key: Identifier = Field("user_id", description="left event field holding the user id")
+    out_of_orderness: NonNegativeDuration = Field(
+        timedelta(seconds=5),
+        description="how far out of event-time order input may arrive and still join",
+    )
+    state_ttl: PositiveDuration = Field(description="how long a right record can enrich")
+    missing_right: MissingRightSpec = Field(
+        MissingRightSpec(), description="what happens to a left event nothing matches"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JoinSignalSpec:
+        if self.left.topic == self.right.topic:
+            raise ValueError(
+                f"left and right read the same topic {self.left.topic!r}; a join needs two"
+            )
+        clash = sorted(set(self.left.fields) & set(self.right.fields))
+        if clash:
+            raise ValueError(
+                f"{', '.join(map(repr, clash))} is in both left.fields and right.fields; "
+                "a joined row has one column per name, so keep it on one side"
+            )
+        if not self.left.fields and not self.right.fields:
+            raise ValueError("list the fields of the joined row in left.fields or right.fields")
+        if self.how == "interval" and self.within is None:
+            raise ValueError("how: interval needs within: {before: ..., after: ...}")
+        if self.how == "latest" and self.within is not None:
+            raise ValueError("within applies to how: interval only; remove it or set how")
+        if self.how == "interval" and self.missing_right.wait:
+            raise ValueError(
+                "missing_right.wait applies to how: latest; an interval join waits for its "
+                "within.after"
+            )
+        self.rules()  # the core's own checks (e.g. state_ttl shorter than within.before)
+        _check_query_features(self.query_features, self.fields)
+        return self
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The joined row's fields and types (besides user_id, event_id and event_ts)."""
+        return {**self.left.fields, **self.right.fields, RIGHT_EVENT_TS: "string"}
+
+    @property
+    def topics_read(self) -> tuple[str, ...]:
+        """The raw topics the join's job reads."""
+        return (self.left.topic, self.right.topic)
+
+    @property
+    def late_topic(self) -> str:
+        """Kafka topic of input too late to be joined, with why."""
+        return f"usp.late.join.{self.name}"
+
+    def rules(self) -> JoinRules:
+        """The rules the pure core applies.
+
+        Raises:
+            ValueError: When the durations do not fit together (the core says why).
+
+        """
+        within = self.within or IntervalSpec()
+        return JoinRules(
+            how=self.how,
+            state_ttl_ms=_ms(self.state_ttl),
+            wait_ms=_ms(self.missing_right.wait),
+            before_ms=_ms(within.before),
+            after_ms=_ms(within.after),
+            emit_missing=self.missing_right.then == "emit_nulls",
+        )
+
+    def describe(self) -> str:
+        """One line saying what is joined with what."""
+        if self.how == "latest":
+            return f"{self.left.topic} joined on {self.left.key} with the latest {self.right.topic}"
+        within = self.within or IntervalSpec()
+        return (
+            f"{self.left.topic} joined on {self.left.key} with every {self.right.topic} from "
+            f"{format_duration(within.before)} before to {format_duration(within.after)} after"
+        )
+
+
+def _ms(value: timedelta) -> int:
+    return value // timedelta(milliseconds=1)
 
 
 class SignalConditionSpec(_Spec):

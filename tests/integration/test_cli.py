@@ -54,7 +54,7 @@ def test_validate_reports_every_problem_and_exits_non_zero(tmp_path: Path) -> No
 def test_validate_accepts_the_example_repo() -> None:
     result = usp("validate", "--repo", str(Path(__file__).resolve().parents[2] / "feature_repo"))
     assert result.returncode == 0, result.stderr
-    assert "4 signal definitions OK" in result.stdout
+    assert "definitions OK: 5 signals (1 join), 1 segment, 2 sessions" in result.stdout
 
 
 def test_query_prints_a_table_and_json(applied_repo: Path, feature_store) -> None:

@@ -119,10 +119,29 @@ def test_views_follow_definition_names_in_order(compiled: FeastObjects) -> None:
         "search",
         "view",
         "wishlist",
+        "wishlist_enriched",
         "segment_active_trip_planner",
         "browse_session",
         "views_10m",
     ]
+
+
+def test_a_join_signal_compiles_to_a_signal_view_of_its_joined_row(
+    compiled: FeastObjects,
+) -> None:
+    view = next(v for v in compiled.views if v.name == "wishlist_enriched")
+    assert {f.name: f.dtype for f in view.features if f.name != "user_id"} == {
+        "event_id": String,
+        "listing_id": Int64,
+        "price": Float64,
+        "rating": Float64,
+        "available": Bool,
+        "right_event_ts": String,
+    }
+    assert view.stream_source.name == "wishlist_enriched_push"
+    assert view.tags["usp.kind"] == "join"
+    assert view.tags["usp.topic"] == "events.wishlist_add"
+    assert view.tags["usp.right_topic"] == "events.listing_update"
 
 
 def test_repo_objects_names_everything_feast_apply_registers() -> None:
@@ -134,7 +153,7 @@ def test_repo_objects_names_everything_feast_apply_registers() -> None:
         + [f"segment_active_trip_planner{suffix}" for suffix in ("", "_push", "_source")]
         + [
             f"{s}{suffix}"
-            for s in ("browse_session", "views_10m")
+            for s in ("wishlist_enriched", "browse_session", "views_10m")
             for suffix in ("", "_push", "_source")
         ]
     )

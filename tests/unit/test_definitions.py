@@ -430,7 +430,13 @@ def test_the_example_repository_loads_without_problems() -> None:
     definitions, problems = check_definitions(EXAMPLE_REPO)
 
     assert problems == []
-    assert sorted(s.name for s in definitions.signals) == ["booking", "search", "view", "wishlist"]
+    assert sorted(s.name for s in definitions.signals) == [
+        "booking",
+        "search",
+        "view",
+        "wishlist",
+        "wishlist_enriched",
+    ]
     assert definitions.signal("search").source.topic == "events.search"
 
 
@@ -843,3 +849,151 @@ def test_the_example_sessions_load() -> None:
         "last_listings",
         "duration_s",
     ]
+
+
+# A valid join signal. Line numbers matter, as for VALID:
+#  1 name   4 left   9 fields.listing_id   10 right   11 topic   12 validation
+# 15 fields.price   16 how   17 state_ttl   18 missing_right   19 wait   20 retention
+JOIN = """\
+name: wishlist_enriched
+owner: discovery-team
+# comment
+left:
+  topic: events.wishlist_add
+  validation: search
+  key: listing_id
+  fields:
+    listing_id: int
+right:
+  topic: events.listing_update
+  validation: search
+  key: listing_id
+  fields:
+    price: float
+how: latest
+state_ttl: 30d
+missing_right:
+  wait: 1m
+retention: 90d
+"""
+ENRICHED = Path("joins/wishlist_enriched.yaml")
+
+
+def write_join(repo: Repo, *, old: str = "", new: str = "") -> None:
+    assert old in JOIN
+    (repo.path / "joins").mkdir(exist_ok=True)
+    (repo.path / "joins" / "wishlist_enriched.yaml").write_text(JOIN.replace(old, new, 1))
+
+
+def test_a_join_signal_loads_as_a_signal(repo: Repo) -> None:
+    repo.valid()
+    write_join(repo)
+
+    definitions = load_definitions(repo.path)
+
+    [join] = definitions.joins
+    assert definitions.signal("wishlist_enriched") is join
+    assert [s.name for s in definitions.signals] == ["search", "wishlist_enriched"]
+    assert join.fields == {"listing_id": "int", "price": "float", "right_event_ts": "string"}
+    assert join.rules().wait_ms == 60_000 and join.rules().emit_missing
+    assert definitions.topics([join]) == [
+        "events.wishlist_add",
+        "events.listing_update",
+        "usp.signal.wishlist_enriched",
+        "usp.dlq.wishlist_enriched",
+        "usp.late.join.wishlist_enriched",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "field", "message"),
+    [
+        (
+            "how: latest",
+            "how: interval",
+            1,
+            "",
+            "how: interval needs within: {before: ..., after: ...}",
+        ),
+        (
+            "    price: float",
+            "    listing_id: int",
+            1,
+            "",
+            "'listing_id' is in both left.fields and right.fields",
+        ),
+        ("how: latest", "hw: latest", 16, "hw", "unknown key 'hw'; did you mean 'how'?"),
+        (
+            "    price: float",
+            "    right_event_ts: string",
+            15,
+            "right.fields.right_event_ts",
+            "'right_event_ts' is added to every join signal row",
+        ),
+        (
+            "  topic: events.listing_update",
+            "  topic: events.wishlist_add",
+            1,
+            "",
+            "left and right read the same topic",
+        ),
+        ("state_ttl: 30d", "state_ttl: 0s", 17, "state_ttl", "must be longer than zero"),
+        ("    price: float", "    price: money", 15, "right.fields.price", "unknown type 'money'"),
+    ],
+)
+def test_join_problems_name_file_line_and_field(
+    repo: Repo, old: str, new: str, line: int, field: str, message: str
+) -> None:
+    repo.valid()
+    write_join(repo, old=old, new=new)
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (ENRICHED, line, field)
+    assert message in problem.message
+
+
+def test_an_interval_join_checks_its_durations_against_each_other(repo: Repo) -> None:
+    repo.valid()
+    write_join(
+        repo,
+        old="how: latest\nstate_ttl: 30d\nmissing_right:\n  wait: 1m\n",
+        new="how: interval\nwithin: {before: 2d, after: 1m}\nstate_ttl: 1d\n",
+    )
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.field) == (ENRICHED, "")
+    assert "state_ttl" in problem.message and "before" in problem.message
+
+
+def test_a_missing_suite_of_one_side_points_at_that_side(repo: Repo) -> None:
+    repo.valid()
+    write_join(
+        repo,
+        old="  validation: search\n  key: listing_id\n  fields:\n    price",
+        new="  validation: listing_update\n  key: listing_id\n  fields:\n    price",
+    )
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (ENRICHED, 12, "right.validation")
+    assert "expectation suite 'listing_update' not found" in problem.message
+
+
+def test_a_join_cannot_share_a_name_with_a_signal(repo: Repo) -> None:
+    repo.valid()
+    write_join(repo, old="name: wishlist_enriched", new="name: search")
+
+    problem = repo.only_problem()
+
+    assert (problem.file, problem.line, problem.field) == (ENRICHED, 1, "name")
+    assert "signal 'search' is already defined in signals/search.yaml:1" in problem.message
+
+
+def test_join_prefix_is_reserved_for_join_job_configs(repo: Repo) -> None:
+    repo.valid(old="name: search", new="name: join_search")
+
+    problem = repo.only_problem()
+
+    assert problem.field == "name" and "reserved for join signal job configs" in problem.message

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.unit
         ("usp_feast.aggregates", True),
         ("usp_feast.filters", True),
         ("usp_feast.feast_sink", True),
+        ("usp_feast.joins", True),
+        ("usp_feast.traffic", True),
         # Documents its format in prose; no runnable example yet.
         ("usp_feast.versions", False),
     ],

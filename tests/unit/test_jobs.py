@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from usp_feast.cli import main
 from usp_feast.definitions import load_definitions
 from usp_feast.jobs import (
+    JoinJobConfig,
     SegmentJobConfig,
     SessionJobConfig,
     SignalInput,
@@ -33,6 +34,7 @@ def test_configs_name_the_topics_of_each_signal() -> None:
     rendered = render_job_configs(load_definitions(ROOT / "feature_repo"))
     assert sorted(rendered) == [
         "booking.json",
+        "join_wishlist_enriched.json",
         "search.json",
         "segment_active_trip_planner.json",
         "session_browse_session.json",
@@ -48,6 +50,14 @@ def test_configs_name_the_topics_of_each_signal() -> None:
     )
     assert search.suite == "search.json"
     assert "bootstrap" not in rendered["search.json"]  # endpoints come from the environment
+    join = JoinJobConfig.model_validate_json(rendered["join_wishlist_enriched.json"])
+    assert (join.left_topic, join.right_topic, join.late_topic) == (
+        "events.wishlist_add",
+        "events.listing_update",
+        "usp.late.join.wishlist_enriched",
+    )
+    assert (join.left_suite, join.right_suite) == ("wishlist_add.json", "listing_update.json")
+    assert join.state_backend == "rocksdb" and join.watermark_out_of_orderness_ms == 2_000
 
 
 def test_a_segment_config_names_its_input_and_output_topics() -> None:

@@ -12,7 +12,13 @@ import pytest
 from usp_feast.contracts import Contract
 from usp_feast.definitions import load_definitions, load_transform, validation_dir
 from usp_feast.pipeline import SignalPipeline
-from usp_feast.processing import Accepted, DeadLetter, SignalProcessor, SourcePosition
+from usp_feast.processing import (
+    Accepted,
+    DeadLetter,
+    SignalProcessor,
+    SourcePosition,
+    event_time_ms,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +55,7 @@ def test_a_valid_event_becomes_the_transformed_row(search: SignalProcessor) -> N
     assert outcome.row["query"] == "loft in paris"
     assert outcome.row["city"] == "Paris"
     assert "referrer" not in outcome.row
-    assert outcome.event_time_ms == int(
+    assert event_time_ms(outcome.row) == int(
         datetime(2026, 11, 26, 17, 0, 0, 123000, UTC).timestamp() * 1000
     )
 

@@ -1,6 +1,9 @@
 package io.uspfeast.flink;
 
+import java.io.Serializable;
 import java.time.Instant;
+import java.util.HashMap;
+import java.util.Map;
 
 import org.apache.flink.api.common.eventtime.SerializableTimestampAssigner;
 import org.apache.flink.api.common.eventtime.Watermark;
@@ -8,61 +11,132 @@ import org.apache.flink.api.common.eventtime.WatermarkGenerator;
 import org.apache.flink.api.common.eventtime.WatermarkOutput;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.types.Row;
+import org.apache.flink.util.clock.RelativeClock;
 
 /**
- * Bounded-out-of-orderness watermarks that keep advancing while the input is idle.
+ * Bounded-out-of-orderness watermarks, held back by the slowest input and moving on while the
+ * input is idle.
  *
- * <p>Event-time timers (a segment member's expiry) fire when the watermark passes them, and a
- * plain bounded-out-of-orderness watermark stops when no event arrives: a member would then
- * stay in the segment until some other user's event moves time on. Here, once no event has
- * arrived for {@code idleMs} of wall-clock time, event time is taken to run on at wall-clock
+ * <p>Per input: a job reading several topics sees each at its own pace, most of all while it
+ * catches up on a backlog, when the consumer may hand over tens of thousands of one topic's
+ * records before the other's. A watermark following the newest record overall would then run
+ * ahead of the slower topic and make its records late. So the newest time is tracked per input
+ * (a topic; the expected ones are known from the start) and the watermark follows the slowest,
+ * as Flink's per-split watermarks do. A quiet input must not stall the others for ever, so one
+ * silent for {@code idleMs} of wall-clock time stops holding the watermark back, but only once
+ * the input is caught up (the newest event is less than a minute old): while a backlog is
+ * read, a silent input is one whose records have not been fetched yet.
+ *
+ * <p>Idle: event-time timers (a segment member's expiry, a join waiting for its right side)
+ * fire when the watermark passes them, and a plain watermark stops when no event arrives. Once
+ * no input has had an event for {@code idleMs}, event time is taken to run on at wall-clock
  * speed from the newest event seen, so timers fire on time. As soon as events flow again the
  * watermark follows them (it never moves back). Replays of old data are unaffected: time only
  * runs on by the idle wall-clock time, not up to the clock.
+ *
+ * <p>Silence is measured on Flink's input activity clock, which stops while the task is
+ * blocked by backpressure (a slow Python operator, one still starting): records held up
+ * downstream are not silence, and counting them as such would move event time past them.
  */
-public class IdleAdvancingWatermarks implements WatermarkGenerator<Row> {
+public class IdleAdvancingWatermarks<T> implements WatermarkGenerator<T> {
 
     private static final long serialVersionUID = 1L;
+    /** Newest event at most this old: the job reads live input, not a backlog. */
+    private static final long CAUGHT_UP_MS = 60_000;
+
+    /** Which input a record came from; records of one input arrive in their own order. */
+    public interface InputOf<T> extends Serializable {
+        Object of(T record);
+    }
 
     private final long boundMs;
     private final long idleMs;
-    private long maxTimestamp = Long.MIN_VALUE;
-    private long lastEventAt;
+    private final InputOf<T> inputOf;
+    /** Input -> {newest timestamp, wall-clock time of its last record}. */
+    private final Map<Object, long[]> inputs = new HashMap<>();
+    private final RelativeClock activity;
+    private final long startedAt;
     private long emitted = Long.MIN_VALUE;
 
-    public IdleAdvancingWatermarks(long boundMs, long idleMs) {
+    public IdleAdvancingWatermarks(
+            long boundMs, long idleMs, InputOf<T> inputOf, Object[] expected, RelativeClock activity) {
         if (boundMs < 0 || idleMs < 1) {
             throw new IllegalArgumentException("boundMs must be >= 0 and idleMs >= 1");
         }
         this.boundMs = boundMs;
         this.idleMs = idleMs;
-        this.lastEventAt = System.currentTimeMillis();
+        this.inputOf = inputOf;
+        this.activity = activity;
+        this.startedAt = activity.relativeTimeMillis();
+        for (Object input : expected) {
+            inputs.put(input, new long[] {Long.MIN_VALUE, startedAt});
+        }
     }
 
-    /** A strategy reading each row's timestamp (an Instant) from field {@code timestampField}. */
-    public static WatermarkStrategy<Row> strategy(long boundMs, long idleMs, int timestampField) {
+    /**
+     * A strategy reading each row's timestamp (an Instant) from field {@code timestampField}
+     * and its input (the topic, one of {@code topics}) from field {@code inputField}.
+     */
+    public static WatermarkStrategy<Row> strategy(
+            long boundMs, long idleMs, int timestampField, int inputField, String[] topics) {
         SerializableTimestampAssigner<Row> assigner = (row, previous) -> {
             Instant moment = (Instant) row.getField(timestampField);
             return moment == null ? previous : moment.toEpochMilli();
         };
-        return WatermarkStrategy.<Row>forGenerator(context -> new IdleAdvancingWatermarks(boundMs, idleMs))
+        InputOf<Row> input = row -> row.getField(inputField);
+        return WatermarkStrategy.<Row>forGenerator(
+                        context -> new IdleAdvancingWatermarks<Row>(
+                                boundMs, idleMs, input, topics, context.getInputActivityClock()))
+                .withTimestampAssigner(assigner);
+    }
+
+    /** A strategy keeping the timestamps records already carry (set by an operator upstream). */
+    public static <T> WatermarkStrategy<T> onRecordTime(
+            long boundMs, long idleMs, InputOf<T> inputOf, Object[] expected) {
+        SerializableTimestampAssigner<T> assigner = (record, previous) -> previous;
+        return WatermarkStrategy.<T>forGenerator(
+                        context -> new IdleAdvancingWatermarks<T>(
+                                boundMs, idleMs, inputOf, expected, context.getInputActivityClock()))
                 .withTimestampAssigner(assigner);
     }
 
     @Override
-    public void onEvent(Row event, long eventTimestamp, WatermarkOutput output) {
-        maxTimestamp = Math.max(maxTimestamp, eventTimestamp);
-        lastEventAt = System.currentTimeMillis();
+    public void onEvent(T event, long eventTimestamp, WatermarkOutput output) {
+        long[] input = inputs.computeIfAbsent(inputOf.of(event), key -> new long[] {Long.MIN_VALUE, 0});
+        input[0] = Math.max(input[0], eventTimestamp);
+        input[1] = activity.relativeTimeMillis();
     }
 
     @Override
     public void onPeriodicEmit(WatermarkOutput output) {
-        if (maxTimestamp == Long.MIN_VALUE) {
-            return;
+        long now = activity.relativeTimeMillis();
+        long newest = Long.MIN_VALUE;
+        long lastEventAt = startedAt;
+        for (long[] input : inputs.values()) {
+            newest = Math.max(newest, input[0]);
+            lastEventAt = Math.max(lastEventAt, input[1]);
         }
-        long idleFor = System.currentTimeMillis() - lastEventAt;
-        long advance = idleFor > idleMs ? idleFor - idleMs : 0;
-        long watermark = maxTimestamp - boundMs - 1 + advance;
+        if (newest == Long.MIN_VALUE) {
+            return; // no event time seen yet
+        }
+        long watermark;
+        if (now - lastEventAt > idleMs) {
+            // Every input silent: event time runs on with the clock.
+            watermark = newest - boundMs - 1 + (now - lastEventAt - idleMs);
+        } else {
+            boolean caughtUp = System.currentTimeMillis() - newest <= CAUGHT_UP_MS;
+            long slowest = Long.MAX_VALUE;
+            for (long[] input : inputs.values()) {
+                if (caughtUp && now - input[1] > idleMs) {
+                    continue; // quiet while the others are live: it does not hold them back
+                }
+                slowest = Math.min(slowest, input[0]);
+            }
+            if (slowest == Long.MIN_VALUE) {
+                return; // an input that counts has shown no event time yet
+            }
+            watermark = slowest - boundMs - 1;
+        }
         if (watermark > emitted) {
             emitted = watermark;
             output.emitWatermark(new Watermark(watermark));
