@@ -2,30 +2,35 @@
 
 Per join signal, one pipeline::
 
-    Kafka <left topic> + <right topic> (raw bytes, topic, partition, offset)
-      → JoinKeys (Java: the side's join key; its event time as the record timestamp)
-      → event-time watermarks following the slower side, moving on while input is idle (Java)
-      → key by join key
-      → JoinEvents (Python): each event validated against its side's contract, then applied
-        to the key's :class:`~usp_feast.joins.JoinState` (keyed state on RocksDB), with one
-        event-time timer per key; the timer emits the joined rows that are due
+    per side: Kafka <topic> (raw bytes, partition, offset, broker time)
+      → MicroBatcher (Java) → ValidateSide (Python: the side's contract and fields, batched)
+      ├→ Unbatcher (Java): valid events, event time as record timestamp → watermarks of the
+      │    side, moving on while it is idle (Java)
+      └→ Unbatcher (Java): dead letters with the reasons → usp.dlq.<name>
+    both sides' valid events (Flink takes the slower side's watermark)
+      → JoinKeys (Java: the join key) → key by join key
+      → JoinEvents (Python): each event applied to the key's :class:`~usp_feast.joins.JoinState`
+        (keyed state on RocksDB), one event-time timer per key; the timer emits the joined
+        rows that are due
       ├→ StringBatcher (Java) → WriteJoined (Python: the versioned store through Feast)
       │    → Unbatcher (Java) → Kafka usp.signal.<name> (record time = event time)
-      ├→ side output DEAD: events failing their contract, with the reasons → usp.dlq.<name>
       └→ side output LATE: events behind the watermark, and left events dropped for want of a
          right record (``missing_right.then: drop``), with why → usp.late.join.<name>
+
+Validation comes before event time: only an event that passed its contract sets a timestamp,
+so a malformed event (a broken listing id with a time hours ahead) cannot move the watermark.
 
 State: the join core's state per key, pickled into a ValueState. The core clears it in event
 time (a right record older than ``state_ttl`` matches nothing and is dropped, and a key with
 nothing left is cleared); Flink's state TTL (processing time, RocksDB compaction filter) is the
-backstop for keys whose event time stops moving, set a little longer so the two never
-disagree on a live stream.
+backstop for keys whose event time stops moving, set a day longer so the two never disagree on
+a live stream.
 
-Crash safety: keyed state, timers and source offsets are checkpointed together; the
-StringBatcher hands its batch on before each barrier and the writer writes it synchronously, so
-a completed checkpoint never covers an unwritten row. After a restore, a right record read
-before the crash still enriches left events read after it; replayed input adds versions of the
-same event ids, never duplicates.
+Crash safety: keyed state, timers and source offsets are checkpointed together; the batchers
+hand their batches on before each barrier and the writer writes synchronously, so a completed
+checkpoint never covers an unwritten row. After a restore, a right record read before the
+crash still enriches left events read after it; replayed input adds versions of the same
+event ids, never duplicates.
 """
 
 from __future__ import annotations
@@ -35,12 +40,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import Row, Types, WatermarkStrategy
 from pyflink.common.time import Time
 from pyflink.datastream import (
     KeyedProcessFunction,
     KeyedStream,
-    OutputTag,
+    MapFunction,
     RuntimeContext,
     StreamExecutionEnvironment,
 )
@@ -48,7 +53,15 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.flink import JobRuntime, java_operator, kafka_rows, kafka_sink, unbatch
+from usp_feast.flink import (
+    RESULT_BATCH,
+    JobRuntime,
+    java_operator,
+    kafka_rows,
+    kafka_sink,
+    micro_batches,
+    unbatch,
+)
 from usp_feast.flink_keyed import (
     CHANGE_BATCH,
     LATE,
@@ -62,11 +75,8 @@ from usp_feast.jobs import JoinJobConfig
 
 __all__ = ["add_join"]
 
-# What the keyed function receives per event: (raw bytes, from the left topic, partition, offset).
-SIDE_EVENT = Types.ROW(
-    [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BOOLEAN(), Types.INT(), Types.LONG()]
-)
-DEAD = OutputTag("dead", Types.STRING())
+# What the keyed function receives per event: (record JSON, from the left side).
+SIDE_EVENT = Types.ROW([Types.STRING(), Types.BOOLEAN()])
 # Flink's processing-time TTL outlives the core's event-time expiry by this much (see above).
 _TTL_MARGIN = timedelta(days=1)
 
@@ -78,48 +88,58 @@ def add_join(
     runtime: JobRuntime,
 ) -> None:
     """Add one join signal's pipeline (see the module docstring) to the job."""
-    from usp_feast.definitions import load_definitions
-    from usp_feast.spec import JoinSignalSpec
-
-    spec = load_definitions(runtime.repo, check_imports=False).signal(config.join)
-    if not isinstance(spec, JoinSignalSpec):
-        raise ValueError(f"{config.join} is not a join signal; regenerate streaming/ configs")
     name = config.name
     gateway = get_gateway()
-    raw = kafka_rows(
-        t_env,
-        f"raw_{name}",
-        columns="""
-          `value` BYTES,
-          `topic` STRING METADATA VIRTUAL,
-          `partition` INT METADATA VIRTUAL,
-          `offset` BIGINT METADATA VIRTUAL""",
-        topics=[config.left_topic, config.right_topic],
-        group=config.consumer_group,
-        bootstrap=runtime.bootstrap_servers,
-    )
-    keys = gateway.jvm.io.uspfeast.flink.JoinKeys(
-        config.left_topic,
-        spec.left.key,
-        spec.left.event_time,
-        spec.right.key,
-        spec.right.event_time,
-    )
+    events, dead_letters = [], []
+    for is_left in (True, False):
+        side = "left" if is_left else "right"
+        raw = kafka_rows(
+            t_env,
+            f"raw_{name}_{side}",
+            columns="""
+              `value` BYTES,
+              `partition` INT METADATA VIRTUAL,
+              `offset` BIGINT METADATA VIRTUAL,
+              `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL""",
+            topics=[config.left_topic if is_left else config.right_topic],
+            group=config.consumer_group,
+            bootstrap=runtime.bootstrap_servers,
+        )
+        batches = micro_batches(
+            raw, config.batch_max_rows, config.batch_max_delay_ms, f"batch {name} {side}"
+        ).uid(f"{name}-{side}-batch")
+        results = (
+            batches.map(ValidateSide(config, runtime.repo, is_left), output_type=RESULT_BATCH)
+            .name(f"validate {config.join} {side}")
+            .uid(f"{name}-{side}-validate")
+        )
+        # Watermarks per side, from validated events only; Flink takes the slower side's where
+        # the two meet, so one side read ahead (a backlog, a slow start) cannot make the
+        # other's events late.
+        strategy = gateway.jvm.io.uspfeast.flink.IdleAdvancingWatermarks.onRecordTime(
+            config.watermark_out_of_orderness_ms, config.idle_advance_ms
+        )
+        events.append(
+            unbatch(results, 0, 1, f"{side} events {name}")
+            .uid(f"{name}-{side}-events")
+            .assign_timestamps_and_watermarks(WatermarkStrategy(strategy))
+            .uid(f"{name}-{side}-watermarks")
+        )
+        dead_letters.append(
+            unbatch(results, 2, -1, f"{side} dead letters {name}").uid(f"{name}-{side}-dlq")
+        )
     keyed_rows = java_operator(
-        raw, f"join keys {config.join}", Types.ROW([Types.STRING(), SIDE_EVENT]), keys
+        events[0].union(events[1]),
+        f"join keys {config.join}",
+        Types.ROW([Types.STRING(), SIDE_EVENT]),
+        gateway.jvm.io.uspfeast.flink.JoinKeys(),
     ).uid(f"{name}-keys")
-    strategy = gateway.jvm.io.uspfeast.flink.JoinKeys.watermarks(
-        config.watermark_out_of_orderness_ms, config.idle_advance_ms
-    )
-    timed = keyed_rows.assign_timestamps_and_watermarks(WatermarkStrategy(strategy)).uid(
-        f"{name}-watermarks"
-    )
     # The rows are already (key, value) pairs: PyFlink's own key selector takes them as they are.
-    j_keyed = timed._j_data_stream.keyBy(
+    j_keyed = keyed_rows._j_data_stream.keyBy(
         gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
     joined = (
-        KeyedStream(j_keyed, SIDE_EVENT, timed)
+        KeyedStream(j_keyed, SIDE_EVENT, keyed_rows)
         .process(JoinEvents(config, runtime.repo), output_type=Types.STRING())
         .name(f"join {config.join}")
         .uid(f"{name}-join")
@@ -137,7 +157,7 @@ def add_join(
     unbatch(written, 0, 1, f"signals {name}").uid(f"{name}-signals").sink_to(
         kafka_sink(runtime.bootstrap_servers, config.signal_topic)
     ).name(f"signal topic {config.signal_topic}").uid(f"{name}-signal-sink")
-    joined.get_side_output(DEAD).sink_to(
+    dead_letters[0].union(dead_letters[1]).sink_to(
         kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)
     ).name(f"dead letters {config.dead_letter_topic}").uid(f"{name}-dlq-sink")
     joined.get_side_output(LATE).sink_to(
@@ -145,8 +165,81 @@ def add_join(
     ).name(f"late input {config.late_topic}").uid(f"{name}-late-sink")
 
 
+def _load_join(repo: Path, name: str) -> Any:
+    from usp_feast.definitions import load_definitions
+    from usp_feast.spec import JoinSignalSpec
+
+    spec = load_definitions(repo, check_imports=False).signal(name)
+    if not isinstance(spec, JoinSignalSpec):
+        raise ValueError(f"{name} is not a join signal; regenerate the streaming/ configs")
+    return spec
+
+
+class ValidateSide(MapFunction):
+    r"""One side's batch of raw records in; its valid events (keyed) and dead letters out.
+
+    A valid event leaves as ``<L|R><join key>\x1f<record JSON>`` with its event time (the
+    format the Java ``JoinKeys`` reads); the record holds the side's fields and the event's
+    source position, so an event set aside later can be found again.
+    """
+
+    def __init__(self, config: JoinJobConfig, repo: Path, is_left: bool) -> None:
+        self.config = config
+        self.repo = repo
+        self.is_left = is_left
+        self.processor: Any = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Load the side's contract and fields from the definition, once per task."""
+        from usp_feast.contracts import Contract
+        from usp_feast.definitions import validation_dir
+        from usp_feast.pipeline import JoinSidePipeline
+        from usp_feast.processing import SignalProcessor
+
+        config, spec = self.config, _load_join(self.repo, self.config.join)
+        side = JoinSidePipeline(
+            spec.left if self.is_left else spec.right,
+            config.join,
+            user_key=spec.user_key if self.is_left else None,
+        )
+        suite = config.left_suite if self.is_left else config.right_suite
+        contract = Contract.load(validation_dir(self.repo) / suite)
+        self.processor = SignalProcessor(side, contract, config.max_event_bytes)
+
+    def map(self, value: Any) -> Row:
+        """One MicroBatcher batch in; (keyed events, event ms, dead letters) out."""
+        import orjson
+
+        from usp_feast.processing import DeadLetter, SourcePosition
+
+        topic = self.config.left_topic if self.is_left else self.config.right_topic
+        tag = "L" if self.is_left else "R"
+        values, partitions, offsets, broker_ms, _ = value
+        events, times, dead_letters = [], [], []
+        for i in range(len(values)):
+            at = broker_ms[i] if broker_ms[i] >= 0 else None
+            position = SourcePosition(topic, partitions[i], offsets[i], at)
+            outcome = self.processor.process(bytes(values[i] or b""), position)
+            if isinstance(outcome, DeadLetter):
+                dead_letters.append(outcome.to_json().decode())
+            elif outcome is not None:
+                key, r = outcome.row
+                held = [
+                    r.time_ms,
+                    r.event_id,
+                    r.event_ts,
+                    r.fields,
+                    topic,
+                    partitions[i],
+                    offsets[i],
+                ]
+                events.append(f"{tag}{key}\x1f{orjson.dumps(held).decode()}")
+                times.append(r.time_ms)
+        return Row(events, times, dead_letters)
+
+
 class JoinEvents(KeyedProcessFunction):
-    """Keyed by join key: validates each event, applies it and the timers with the join core.
+    """Keyed by join key: applies each valid event and each timer with the join core.
 
     Watermarks: a Flink watermark ``W`` promises no event at or before ``W``; the core takes
     the time up to which input is complete, ``W + 1``. A timer set at ``deadline - 1`` fires
@@ -159,37 +252,18 @@ class JoinEvents(KeyedProcessFunction):
         self.logic: Any = None
         self.how = "latest"
         self.right_fields: tuple[str, ...] = ()
-        self.sides: dict[bool, Any] = {}
         self.state: Any = None
         self.late: Any = None
         self.unmatched: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        """Build the logic and both sides' validation from the definition; declare the state."""
-        from usp_feast.contracts import Contract
-        from usp_feast.definitions import load_definitions, validation_dir
+        """Build the logic from the definition; declare the state."""
         from usp_feast.joins import JoinLogic
-        from usp_feast.pipeline import JoinSidePipeline
-        from usp_feast.processing import SignalProcessor
 
-        config = self.config
-        spec: Any = load_definitions(self.repo, check_imports=False).signal(config.join)
+        spec = _load_join(self.repo, self.config.join)
         self.logic = JoinLogic(spec.rules())
         self.how = spec.how
         self.right_fields = tuple(spec.right.fields)
-        suites = validation_dir(self.repo)
-        self.sides = {
-            True: SignalProcessor(
-                JoinSidePipeline(spec.left, config.join, user_key=spec.user_key),
-                Contract.load(suites / config.left_suite),
-                config.max_event_bytes,
-            ),
-            False: SignalProcessor(
-                JoinSidePipeline(spec.right, config.join),
-                Contract.load(suites / config.right_suite),
-                config.max_event_bytes,
-            ),
-        }
         keep = spec.state_ttl + spec.missing_right.wait + spec.out_of_orderness + _TTL_MARGIN
         ttl = (
             StateTtlConfig.new_builder(Time.milliseconds(keep // timedelta(milliseconds=1)))
@@ -205,19 +279,14 @@ class JoinEvents(KeyedProcessFunction):
         self.unmatched = runtime_context.get_metrics_group().counter("usp_join_unmatched")
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
-        """Validate one event of either side and apply it to its key's state."""
-        from usp_feast.joins import JoinState
-        from usp_feast.processing import DeadLetter, SourcePosition
+        """Apply one valid event of either side to its key's state."""
+        import orjson
 
-        raw, is_left, partition, offset = value
-        config = self.config
-        topic = config.left_topic if is_left else config.right_topic
-        original = bytes(raw or b"")
-        outcome = self.sides[is_left].process(original, SourcePosition(topic, partition, offset))
-        if isinstance(outcome, DeadLetter):
-            yield DEAD, outcome.to_json().decode()
-            return
-        record = outcome.row
+        from usp_feast.joins import JoinState, SideRecord
+
+        text, is_left = value
+        time_ms, event_id, event_ts, fields, *source = orjson.loads(text)
+        record = SideRecord(time_ms, event_id, event_ts, fields)
         watermark = ctx.timer_service().current_watermark() + 1
         saved = self.state.value()
         state, timer = saved if saved else (JoinState(), None)
@@ -225,10 +294,10 @@ class JoinEvents(KeyedProcessFunction):
         if not add(state, record, watermark):
             self.late.add()
             reason = (
-                f"event time {record.time_ms} ms is behind the watermark ({watermark - 1} ms): "
+                f"event time {time_ms} ms is behind the watermark ({watermark - 1} ms): "
                 "the join has answered for that time already; not joined"
             )
-            yield LATE, self._aside(topic, original, reason)
+            yield LATE, self._aside(record, reason, *source)
             return
         timer = keep_one_timer(ctx, timer, _timer_for(self.logic.deadline(state)))
         self.state.update((state, timer))
@@ -250,16 +319,22 @@ class JoinEvents(KeyedProcessFunction):
                 f"no {self.config.right_topic} record matched join key {ctx.get_current_key()!r}; "
                 "dropped (missing_right.then: drop)"
             )
-            yield LATE, self._aside(self.config.left_topic, left.event_id.encode(), reason)
+            yield LATE, self._aside(left, reason, self.config.left_topic)
         deadline = self.logic.deadline(state)
         if deadline is None:
             self.state.clear()
         else:
             self.state.update((state, keep_one_timer(ctx, None, _timer_for(deadline))))
 
-    def _aside(self, topic: str, original: bytes, reason: str) -> str:
-        text = original.decode("utf-8", errors="replace")
-        return aside({"join": self.config.join}, topic, text, reason)
+    def _aside(
+        self, record: Any, reason: str, topic: str, partition: int = -1, offset: int = -1
+    ) -> str:
+        """The late-topic message: the event as the join holds it, where it came from, why."""
+        import orjson
+
+        event = {"event_id": record.event_id, "event_ts": record.event_ts, **record.fields}
+        where = {"join": self.config.join, "partition": partition, "offset": offset}
+        return aside(where, topic, orjson.dumps(event).decode(), reason)
 
 
 def _timer_for(deadline: int | None) -> int | None:

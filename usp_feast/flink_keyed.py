@@ -158,7 +158,7 @@ def by_user(signals: DataStream, name: str) -> KeyedStream:
     return KeyedStream(j_keyed, SIGNAL_ROW, signals)
 
 
-def aside(definition: dict[str, str], topic: str, text: str, reason: str) -> str:
+def aside(definition: dict[str, Any], topic: str, text: str, reason: str) -> str:
     """The late-topic message for one input: which definition, from where, why, the input."""
     import orjson
 

@@ -151,10 +151,10 @@ class JoinSidePipeline:
     Example:
         >>> side = JoinSideSpec(topic="events.listing_update", validation="listing_update",
         ...     key="listing_id", fields={"price": "float"})
-        >>> record = JoinSidePipeline(side, "listing_update").process({"event_id": "u1",
+        >>> key, record = JoinSidePipeline(side, "listing_update").process({"event_id": "u1",
         ...     "event_ts": "2026-11-26T17:00:00Z", "listing_id": 9, "price": 80})
-        >>> record.time_ms, record.fields
-        (1795712400000, {'price': 80.0})
+        >>> key, record.time_ms, record.fields
+        ('9', 1795712400000, {'price': 80.0})
     """
 
     side: JoinSideSpec
@@ -162,8 +162,8 @@ class JoinSidePipeline:
     user_key: str | None = None
     """The event field holding the user (the left side's); kept as ``user_id``."""
 
-    def process(self, event: Mapping[str, Any]) -> SideRecord:
-        """The join's record of an event.
+    def process(self, event: Mapping[str, Any]) -> tuple[str, SideRecord]:
+        """The event's join key (as text, the same for ``9`` on either side) and its record.
 
         Raises:
             RejectedEvent: A missing identity field or join key, a bad event time, or a field
@@ -173,7 +173,7 @@ class JoinSidePipeline:
         event_id = _event_id_of(event, side.event_id)
         moment = parse_event_time(event.get(side.event_time))
         key = event.get(side.key)
-        if key is None or isinstance(key, (bool, dict, list)):
+        if key is None or isinstance(key, (bool, dict, list)) or "\x1f" in str(key):
             raise RejectedEvent(f"join key {side.key} must be a string or a number, got {key!r}")
         missing = [name for name in side.fields if event.get(name) is None]
         if missing:
@@ -185,7 +185,7 @@ class JoinSidePipeline:
         }
         if self.user_key is not None:
             fields = {"user_id": _user_of(event, self.user_key), **fields}
-        return SideRecord(
+        return str(key), SideRecord(
             time_ms=to_micros(moment) // 1000,
             event_id=event_id,
             event_ts=moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),

@@ -164,7 +164,9 @@ def test_a_missing_listing_update_is_waited_for_then_emitted_as_nulls(pipeline: 
 def test_bad_and_late_events_are_set_aside_with_reasons(pipeline: Pipeline) -> None:
     now = datetime.now(UTC)
     pipeline.produce(
-        update("u-bad", at(-0.5, now), 7004, 90.0, rating=9.5),  # breaks the contract
+        # Breaks the contract, with a time an hour ahead: it must not move event time on
+        # (if it did, the valid add below would be late).
+        update("u-bad", at(3600, now), 7004, 90.0, rating=9.5),
         (
             "events.wishlist_add",
             b'{"event_id": "w-garbled", "user_id": 953',  # not JSON

@@ -43,6 +43,8 @@ public class IdleAdvancingWatermarks<T> implements WatermarkGenerator<T> {
     private static final long serialVersionUID = 1L;
     /** Newest event at most this old: the job reads live input, not a backlog. */
     private static final long CAUGHT_UP_MS = 60_000;
+    /** No record at all for this long after the task started running: the input is empty. */
+    private static final long NO_INPUT_MS = 15_000;
 
     /** Which input a record came from; records of one input arrive in their own order. */
     public interface InputOf<T> extends Serializable {
@@ -55,8 +57,11 @@ public class IdleAdvancingWatermarks<T> implements WatermarkGenerator<T> {
     /** Input -> {newest timestamp, wall-clock time of its last record}. */
     private final Map<Object, long[]> inputs = new HashMap<>();
     private final RelativeClock activity;
-    private final long startedAt;
+    private final long createdAt;
+    /** When the task first asked for a watermark (it runs then, its operators all open). */
+    private long runningSince = Long.MIN_VALUE;
     private long emitted = Long.MIN_VALUE;
+    private boolean idle;
 
     public IdleAdvancingWatermarks(
             long boundMs, long idleMs, InputOf<T> inputOf, Object[] expected, RelativeClock activity) {
@@ -67,9 +72,9 @@ public class IdleAdvancingWatermarks<T> implements WatermarkGenerator<T> {
         this.idleMs = idleMs;
         this.inputOf = inputOf;
         this.activity = activity;
-        this.startedAt = activity.relativeTimeMillis();
+        this.createdAt = activity.relativeTimeMillis();
         for (Object input : expected) {
-            inputs.put(input, new long[] {Long.MIN_VALUE, startedAt});
+            inputs.put(input, new long[] {Long.MIN_VALUE, createdAt});
         }
     }
 
@@ -90,18 +95,27 @@ public class IdleAdvancingWatermarks<T> implements WatermarkGenerator<T> {
                 .withTimestampAssigner(assigner);
     }
 
-    /** A strategy keeping the timestamps records already carry (set by an operator upstream). */
-    public static <T> WatermarkStrategy<T> onRecordTime(
-            long boundMs, long idleMs, InputOf<T> inputOf, Object[] expected) {
+    /**
+     * A strategy for one input whose records already carry their timestamps (set by an
+     * operator upstream). Several such inputs are combined by Flink itself (the minimum over
+     * the active ones) where their streams meet.
+     */
+    public static <T> WatermarkStrategy<T> onRecordTime(long boundMs, long idleMs) {
         SerializableTimestampAssigner<T> assigner = (record, previous) -> previous;
+        InputOf<T> one = record -> "";
+        Object[] expected = {""};
         return WatermarkStrategy.<T>forGenerator(
                         context -> new IdleAdvancingWatermarks<T>(
-                                boundMs, idleMs, inputOf, expected, context.getInputActivityClock()))
+                                boundMs, idleMs, one, expected, context.getInputActivityClock()))
                 .withTimestampAssigner(assigner);
     }
 
     @Override
     public void onEvent(T event, long eventTimestamp, WatermarkOutput output) {
+        if (idle) {
+            idle = false;
+            output.markActive();
+        }
         long[] input = inputs.computeIfAbsent(inputOf.of(event), key -> new long[] {Long.MIN_VALUE, 0});
         input[0] = Math.max(input[0], eventTimestamp);
         input[1] = activity.relativeTimeMillis();
@@ -110,14 +124,24 @@ public class IdleAdvancingWatermarks<T> implements WatermarkGenerator<T> {
     @Override
     public void onPeriodicEmit(WatermarkOutput output) {
         long now = activity.relativeTimeMillis();
+        if (runningSince == Long.MIN_VALUE) {
+            runningSince = now;
+        }
         long newest = Long.MIN_VALUE;
-        long lastEventAt = startedAt;
+        long lastEventAt = createdAt;
         for (long[] input : inputs.values()) {
             newest = Math.max(newest, input[0]);
             lastEventAt = Math.max(lastEventAt, input[1]);
         }
         if (newest == Long.MIN_VALUE) {
-            return; // no event time seen yet
+            // No event time yet. Where several streams meet, Flink holds the watermark at the
+            // slowest: one that has no input at all must say so, or it would hold the others.
+            // Only after a while: a slow start (Kafka fetches, replays) is not an empty input.
+            if (!idle && now - runningSince > NO_INPUT_MS) {
+                idle = true;
+                output.markIdle();
+            }
+            return;
         }
         long watermark;
         if (now - lastEventAt > idleMs) {
