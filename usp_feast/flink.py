@@ -51,6 +51,7 @@ from usp_feast.jobs import (
 )
 
 __all__ = [
+    "RAW_COLUMNS",
     "RECORD_BATCH",
     "RESULT_BATCH",
     "JobRuntime",
@@ -82,6 +83,13 @@ RECORD_BATCH = Types.ROW(
 RESULT_BATCH = Types.ROW(
     [Types.LIST(Types.STRING()), Types.LIST(Types.LONG()), Types.LIST(Types.STRING())]
 )
+# Raw events as micro_batches takes them: the original bytes (for dead letters), the source
+# position and the broker's append time.
+RAW_COLUMNS = """
+  `value` BYTES,
+  `partition` INT METADATA VIRTUAL,
+  `offset` BIGINT METADATA VIRTUAL,
+  `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL"""
 _JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar", "usp-flink-ops.jar")
 
 
@@ -176,16 +184,10 @@ def _add_signal(
     config: SignalJobConfig,
     runtime: JobRuntime,
 ) -> None:
-    # The raw format keeps the original bytes (for dead letters); metadata columns give the
-    # source position and the broker's append time.
     raw = kafka_rows(
         t_env,
         f"raw_{config.signal}",
-        columns="""
-          `value` BYTES,
-          `partition` INT METADATA VIRTUAL,
-          `offset` BIGINT METADATA VIRTUAL,
-          `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL""",
+        columns=RAW_COLUMNS,
         topics=[config.source_topic],
         group=config.consumer_group,
         bootstrap=runtime.bootstrap_servers,

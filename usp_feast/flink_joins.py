@@ -54,6 +54,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import (
+    RAW_COLUMNS,
     RESULT_BATCH,
     JobRuntime,
     java_operator,
@@ -68,8 +69,10 @@ from usp_feast.flink_keyed import (
     MESSAGES,
     BatchWriter,
     LateCounter,
+    as_messages,
     aside,
     keep_one_timer,
+    timer_for,
 )
 from usp_feast.jobs import JoinJobConfig
 
@@ -96,11 +99,7 @@ def add_join(
         raw = kafka_rows(
             t_env,
             f"raw_{name}_{side}",
-            columns="""
-              `value` BYTES,
-              `partition` INT METADATA VIRTUAL,
-              `offset` BIGINT METADATA VIRTUAL,
-              `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL""",
+            columns=RAW_COLUMNS,
             topics=[config.left_topic if is_left else config.right_topic],
             group=config.consumer_group,
             bootstrap=runtime.bootstrap_servers,
@@ -299,7 +298,7 @@ class JoinEvents(KeyedProcessFunction):
             )
             yield LATE, self._aside(record, reason, *source)
             return
-        timer = keep_one_timer(ctx, timer, _timer_for(self.logic.deadline(state)))
+        timer = keep_one_timer(ctx, timer, timer_for(self.logic.deadline(state)))
         self.state.update((state, timer))
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
@@ -324,7 +323,7 @@ class JoinEvents(KeyedProcessFunction):
         if deadline is None:
             self.state.clear()
         else:
-            self.state.update((state, keep_one_timer(ctx, None, _timer_for(deadline))))
+            self.state.update((state, keep_one_timer(ctx, None, timer_for(deadline))))
 
     def _aside(
         self, record: Any, reason: str, topic: str, partition: int = -1, offset: int = -1
@@ -335,10 +334,6 @@ class JoinEvents(KeyedProcessFunction):
         event = {"event_id": record.event_id, "event_ts": record.event_ts, **record.fields}
         where = {"join": self.config.join, "partition": partition, "offset": offset}
         return aside(where, topic, orjson.dumps(event).decode(), reason)
-
-
-def _timer_for(deadline: int | None) -> int | None:
-    return None if deadline is None else deadline - 1
 
 
 class WriteJoined(BatchWriter):
@@ -352,8 +347,4 @@ class WriteJoined(BatchWriter):
 
     def published(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
         """The joined rows, at each left event's time."""
-        import orjson
-
-        from usp_feast.segments import row_event_ms
-
-        return [orjson.dumps(r).decode() for r in rows], [row_event_ms(r) for r in rows]
+        return as_messages(rows)

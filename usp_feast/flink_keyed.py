@@ -47,9 +47,11 @@ __all__ = [
     "BatchWriter",
     "LateCounter",
     "add_keyed_pipeline",
+    "as_messages",
     "aside",
     "by_user",
     "keep_one_timer",
+    "timer_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,6 +185,25 @@ class LateCounter:
         self.count += 1
         if self.count == 1 or self.count % 1000 == 0:
             logger.warning("%d input events %s", self.count, self.what)
+
+
+def timer_for(deadline: int | None) -> int | None:
+    """The event-time timer for a core's ``deadline`` (the watermark it waits for, plus one).
+
+    A Flink watermark ``W`` promises no event at or before ``W``; the cores take the time up
+    to which input is complete, ``W + 1``. A timer at ``deadline - 1`` fires when the watermark
+    reaches it, so at exactly ``deadline`` in the core's terms.
+    """
+    return None if deadline is None else deadline - 1
+
+
+def as_messages(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
+    """Rows as output-topic messages (JSON) and their event times (epoch ms, from event_ts)."""
+    import orjson
+
+    from usp_feast.segments import row_event_ms
+
+    return [orjson.dumps(r).decode() for r in rows], [row_event_ms(r) for r in rows]
 
 
 def keep_one_timer(ctx: Any, timer: int | None, due: int | None) -> int | None:

@@ -33,8 +33,10 @@ from usp_feast.flink_keyed import (
     BatchWriter,
     LateCounter,
     add_keyed_pipeline,
+    as_messages,
     aside,
     keep_one_timer,
+    timer_for,
 )
 from usp_feast.jobs import SessionJobConfig
 from usp_feast.versions import from_micros
@@ -145,7 +147,7 @@ class SessionEngagement(KeyedProcessFunction):
             )
             yield LATE, self._aside(topic, text, reason)
             return
-        timer = keep_one_timer(ctx, timer, _timer_for(self.logic.deadline(state)))
+        timer = keep_one_timer(ctx, timer, timer_for(self.logic.deadline(state)))
         self.state.update((state, timer))
         if current is not None:
             yield orjson.dumps({"user_id": ctx.get_current_key(), "current": current}).decode()
@@ -161,7 +163,7 @@ class SessionEngagement(KeyedProcessFunction):
             return
         state, _ = saved
         closed = self.logic.fire(state, timestamp + 1)
-        timer = keep_one_timer(ctx, None, _timer_for(self.logic.deadline(state)))
+        timer = keep_one_timer(ctx, None, timer_for(self.logic.deadline(state)))
         self.state.update((state, timer))
         user = ctx.get_current_key()
         for item in closed:
@@ -177,10 +179,6 @@ class SessionEngagement(KeyedProcessFunction):
         return aside({"session": self.config.session}, topic, text, reason)
 
 
-def _timer_for(deadline: int | None) -> int | None:
-    return None if deadline is None else deadline - 1
-
-
 class WriteEngagement(BatchWriter):
     """Writes current state and summaries; the summaries go on to the session topic."""
 
@@ -192,9 +190,4 @@ class WriteEngagement(BatchWriter):
 
     def published(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
         """The closed summaries, at the time each closed."""
-        import orjson
-
-        from usp_feast.segments import row_event_ms
-
-        closed = [m["closed"] for m in rows if "closed" in m]
-        return [orjson.dumps(r).decode() for r in closed], [row_event_ms(r) for r in closed]
+        return as_messages([m["closed"] for m in rows if "closed" in m])

@@ -41,21 +41,14 @@ __all__ = [
 ]
 
 
-class SignalJobConfig(BaseModel):
-    """Everything a signal job needs to run, independent of the deployment."""
+class _JobSettings(BaseModel):
+    """What every job config carries: its consumer group and how it batches and checkpoints."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["signal"] = "signal"
-    signal: str
-    source_topic: str
-    signal_topic: str
-    dead_letter_topic: str
     consumer_group: str
-    suite: str
-    """Expectation suite file, relative to the repository's validation folder."""
-    max_event_bytes: int = 64 * 1024
     watermark_out_of_orderness_ms: int = 5_000
+    """How far out of event-time order input may arrive and still be applied."""
     checkpoint_interval_ms: int = 2_000
     batch_max_delay_ms: int = 10
     """How long a record may wait to be handed to Python (and the store) with others."""
@@ -63,13 +56,24 @@ class SignalJobConfig(BaseModel):
     buffer_timeout_ms: int = 5
 
 
-class JoinJobConfig(BaseModel):
+class SignalJobConfig(_JobSettings):
+    """Everything a signal job needs to run, independent of the deployment."""
+
+    kind: Literal["signal"] = "signal"
+    signal: str
+    source_topic: str
+    signal_topic: str
+    dead_letter_topic: str
+    suite: str
+    """Expectation suite file, relative to the repository's validation folder."""
+    max_event_bytes: int = 64 * 1024
+
+
+class JoinJobConfig(_JobSettings):
     """Everything a join signal job needs to run, independent of the deployment.
 
     How it joins (sides, fields, rules) is read from the definition itself.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["join"] = "join"
     join: str
@@ -81,18 +85,11 @@ class JoinJobConfig(BaseModel):
     signal_topic: str
     dead_letter_topic: str
     late_topic: str
-    consumer_group: str
     max_event_bytes: int = 64 * 1024
-    watermark_out_of_orderness_ms: int = 5_000
-    """How far out of event-time order input may arrive and still be joined."""
     idle_advance_ms: int = 2_000
     """With no input for this long, event time runs on with the clock (waiting joins answer)."""
     state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
     """Where keyed state lives: RocksDB spills to disk, so join state may outgrow memory."""
-    checkpoint_interval_ms: int = 2_000
-    batch_max_delay_ms: int = 10
-    batch_max_rows: int = 500
-    buffer_timeout_ms: int = 5
 
     @property
     def name(self) -> str:
@@ -109,22 +106,13 @@ class SignalInput(BaseModel):
     topic: str
 
 
-class KeyedJobConfig(BaseModel):
+class KeyedJobConfig(_JobSettings):
     """What every per-user job over signal topics (segments, sessions) needs to run."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     inputs: tuple[SignalInput, ...]
     late_topic: str
-    consumer_group: str
-    watermark_out_of_orderness_ms: int = 5_000
-    """How far out of event-time order input may arrive and still be applied."""
     idle_advance_ms: int = 2_000
     """With no input for this long, event time runs on with the clock (timers fire)."""
-    checkpoint_interval_ms: int = 2_000
-    batch_max_delay_ms: int = 10
-    batch_max_rows: int = 500
-    buffer_timeout_ms: int = 5
 
     @property
     def name(self) -> str:
