@@ -137,7 +137,10 @@ def job_command(configs: Sequence[Path], repo: Path, checkpoints: Path | None = 
 
 
 def run_foreground(command: list[str], duration: float | None = None) -> int:
-    """Run a job until it exits, ``duration`` passes or Ctrl-C; stops its whole group."""
+    """Run a job until it exits, ``duration`` passes or Ctrl-C; stops its whole group.
+
+    Returns the job's exit code, or 0 when it was stopped here (the duration passed, Ctrl-C).
+    """
     process = subprocess.Popen(command, env=job_environment(), start_new_session=True)
     deadline = None if duration is None else time.monotonic() + duration
     try:
@@ -148,9 +151,10 @@ def run_foreground(command: list[str], duration: float | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if process.poll() is None:
+        stopped_here = process.poll() is None
+        if stopped_here:
             _stop_group(process)
-    return process.returncode or 0
+    return 0 if stopped_here else process.returncode
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
