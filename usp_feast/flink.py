@@ -44,6 +44,7 @@ from pyflink.table import StreamTableEnvironment
 
 from usp_feast.jobs import (
     AnyJobConfig,
+    JobSettings,
     JoinJobConfig,
     SegmentJobConfig,
     SessionJobConfig,
@@ -62,6 +63,7 @@ __all__ = [
     "kafka_sink",
     "latest_checkpoint",
     "micro_batches",
+    "raw_batches",
     "unbatch",
 ]
 
@@ -184,16 +186,8 @@ def _add_signal(
     config: SignalJobConfig,
     runtime: JobRuntime,
 ) -> None:
-    raw = kafka_rows(
-        t_env,
-        f"raw_{config.signal}",
-        columns=RAW_COLUMNS,
-        topics=[config.source_topic],
-        group=config.consumer_group,
-        bootstrap=runtime.bootstrap_servers,
-    )
-    batches = micro_batches(
-        raw, config.batch_max_rows, config.batch_max_delay_ms, f"batch {config.signal}"
+    batches = raw_batches(
+        t_env, f"raw_{config.signal}", config.source_topic, config, runtime.bootstrap_servers
     ).uid(f"{config.signal}-batch")
     results = (
         batches.map(ProcessBatch(config, runtime.repo), output_type=RESULT_BATCH)
@@ -256,6 +250,21 @@ def kafka_rows(
         )"""
     )
     return t_env.to_data_stream(t_env.from_path(table))
+
+
+def raw_batches(
+    t_env: StreamTableEnvironment, table: str, topic: str, config: JobSettings, bootstrap: str
+) -> DataStream:
+    """Raw records of ``topic`` (:data:`RAW_COLUMNS`) in :data:`RECORD_BATCH` batches."""
+    raw = kafka_rows(
+        t_env,
+        table,
+        columns=RAW_COLUMNS,
+        topics=[topic],
+        group=config.consumer_group,
+        bootstrap=bootstrap,
+    )
+    return micro_batches(raw, config.batch_max_rows, config.batch_max_delay_ms, f"batch {table}")
 
 
 def micro_batches(raw: DataStream, max_rows: int, max_delay_ms: int, name: str) -> DataStream:

@@ -54,13 +54,11 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import (
-    RAW_COLUMNS,
     RESULT_BATCH,
     JobRuntime,
     java_operator,
-    kafka_rows,
     kafka_sink,
-    micro_batches,
+    raw_batches,
     unbatch,
 )
 from usp_feast.flink_keyed import (
@@ -96,16 +94,9 @@ def add_join(
     events, dead_letters = [], []
     for is_left in (True, False):
         side = "left" if is_left else "right"
-        raw = kafka_rows(
-            t_env,
-            f"raw_{name}_{side}",
-            columns=RAW_COLUMNS,
-            topics=[config.left_topic if is_left else config.right_topic],
-            group=config.consumer_group,
-            bootstrap=runtime.bootstrap_servers,
-        )
-        batches = micro_batches(
-            raw, config.batch_max_rows, config.batch_max_delay_ms, f"batch {name} {side}"
+        topic = config.left_topic if is_left else config.right_topic
+        batches = raw_batches(
+            t_env, f"raw_{name}_{side}", topic, config, runtime.bootstrap_servers
         ).uid(f"{name}-{side}-batch")
         results = (
             batches.map(ValidateSide(config, runtime.repo, is_left), output_type=RESULT_BATCH)
@@ -240,9 +231,7 @@ class ValidateSide(MapFunction):
 class JoinEvents(KeyedProcessFunction):
     """Keyed by join key: applies each valid event and each timer with the join core.
 
-    Watermarks: a Flink watermark ``W`` promises no event at or before ``W``; the core takes
-    the time up to which input is complete, ``W + 1``. A timer set at ``deadline - 1`` fires
-    when the watermark reaches it, so at exactly ``deadline`` in the core's terms.
+    One event-time timer per key, at the core's deadline (see :func:`timer_for`).
     """
 
     def __init__(self, config: JoinJobConfig, repo: Path) -> None:

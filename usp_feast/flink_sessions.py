@@ -66,9 +66,7 @@ def add_session(
 class SessionEngagement(KeyedProcessFunction):
     """Keyed by user: applies each event and timer to the user's state with the pure core.
 
-    Watermarks: a Flink watermark ``W`` promises no event at or before ``W``; the core takes
-    the time up to which input is complete, ``W + 1``. A timer set at ``deadline - 1`` fires
-    when the watermark reaches it, so at exactly ``deadline`` in the core's terms.
+    One event-time timer per user, at the core's deadline (see :func:`timer_for`).
     """
 
     def __init__(self, config: SessionJobConfig, repo: Path) -> None:

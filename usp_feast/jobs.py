@@ -24,6 +24,7 @@ from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, S
 __all__ = [
     "AnyJobConfig",
     "JobConfig",
+    "JobSettings",
     "JoinJobConfig",
     "KeyedJobConfig",
     "SegmentJobConfig",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-class _JobSettings(BaseModel):
+class JobSettings(BaseModel):
     """What every job config carries: its consumer group and how it batches and checkpoints."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -56,7 +57,7 @@ class _JobSettings(BaseModel):
     buffer_timeout_ms: int = 5
 
 
-class SignalJobConfig(_JobSettings):
+class SignalJobConfig(JobSettings):
     """Everything a signal job needs to run, independent of the deployment."""
 
     kind: Literal["signal"] = "signal"
@@ -69,7 +70,7 @@ class SignalJobConfig(_JobSettings):
     max_event_bytes: int = 64 * 1024
 
 
-class JoinJobConfig(_JobSettings):
+class JoinJobConfig(JobSettings):
     """Everything a join signal job needs to run, independent of the deployment.
 
     How it joins (sides, fields, rules) is read from the definition itself.
@@ -106,7 +107,7 @@ class SignalInput(BaseModel):
     topic: str
 
 
-class KeyedJobConfig(_JobSettings):
+class KeyedJobConfig(JobSettings):
     """What every per-user job over signal topics (segments, sessions) needs to run."""
 
     inputs: tuple[SignalInput, ...]
