@@ -22,11 +22,11 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import Array, Bool, FeastType, Float64, Int64, String, UnixTimestamp
 
 from usp_feast.aggregates import AggregateSpec
-from usp_feast.definitions import Definitions, SignalDefinition, load_definitions
+from usp_feast.definitions import Definitions, load_definitions
 from usp_feast.durations import format_duration
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.query_features import StoreAddress, history_function, history_source
-from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec
+from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, SignalDefinition
 
 # Feast warns that every StreamFeatureView is alpha, on each construction and registry load,
 # and its own import resets filters to show it; it says nothing about a user's definitions.

@@ -30,6 +30,7 @@ from usp_feast.spec import (
     JoinSignalSpec,
     SegmentSpec,
     SessionEngagementSpec,
+    SignalDefinition,
     SignalSpec,
 )
 
@@ -72,8 +73,6 @@ class DefinitionError(ValueError):
         super().__init__(f"{count} problem{'s' if count != 1 else ''} in definitions:\n{lines}")
 
 
-SignalDefinition = SignalSpec | JoinSignalSpec
-"""A definition whose job makes signal rows: from one topic, or by joining two."""
 JobDefinition = SignalSpec | JoinSignalSpec | SegmentSpec | SessionEngagementSpec
 """A definition that runs as a streaming job (what ``usp run NAME`` starts)."""
 
@@ -131,8 +130,12 @@ class Definitions:
             if isinstance(spec, SignalSpec):
                 topics += [spec.source.topic, spec.signal_topic, spec.dead_letter_topic]
             elif isinstance(spec, JoinSignalSpec):
-                topics += [*spec.topics_read, spec.signal_topic, spec.dead_letter_topic]
-                topics.append(spec.late_topic)
+                topics += [
+                    *spec.topics_read,
+                    spec.signal_topic,
+                    spec.dead_letter_topic,
+                    spec.late_topic,
+                ]
             elif isinstance(spec, SegmentSpec):
                 topics += [self.signal(n).signal_topic for n in spec.rules().signals]
                 topics += [spec.topic, spec.late_topic]

@@ -44,7 +44,6 @@ from pyflink.common import Row, Types, WatermarkStrategy
 from pyflink.common.time import Time
 from pyflink.datastream import (
     KeyedProcessFunction,
-    KeyedStream,
     MapFunction,
     RuntimeContext,
     StreamExecutionEnvironment,
@@ -56,20 +55,19 @@ from pyflink.table import StreamTableEnvironment
 from usp_feast.flink import (
     RESULT_BATCH,
     JobRuntime,
-    java_operator,
     kafka_sink,
     raw_batches,
     unbatch,
 )
 from usp_feast.flink_keyed import (
-    CHANGE_BATCH,
     LATE,
-    MESSAGES,
     BatchWriter,
     LateCounter,
     as_messages,
     aside,
     keep_one_timer,
+    keyed_by,
+    store_and_publish,
     timer_for,
 )
 from usp_feast.jobs import JoinJobConfig
@@ -118,41 +116,30 @@ def add_join(
         dead_letters.append(
             unbatch(results, 2, -1, f"{side} dead letters {name}").uid(f"{name}-{side}-dlq")
         )
-    keyed_rows = java_operator(
-        events[0].union(events[1]),
-        f"join keys {config.join}",
-        Types.ROW([Types.STRING(), SIDE_EVENT]),
-        gateway.jvm.io.uspfeast.flink.JoinKeys(),
-    ).uid(f"{name}-keys")
-    # The rows are already (key, value) pairs: PyFlink's own key selector takes them as they are.
-    j_keyed = keyed_rows._j_data_stream.keyBy(
-        gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
-    )
     joined = (
-        KeyedStream(j_keyed, SIDE_EVENT, keyed_rows)
+        keyed_by(
+            events[0].union(events[1]),
+            f"join keys {config.join}",
+            gateway.jvm.io.uspfeast.flink.JoinKeys(),
+            SIDE_EVENT,
+        )
         .process(JoinEvents(config, runtime.repo), output_type=Types.STRING())
         .name(f"join {config.join}")
         .uid(f"{name}-join")
     )
-    batcher = gateway.jvm.io.uspfeast.flink.StringBatcher(
-        config.batch_max_rows, config.batch_max_delay_ms
+    store_and_publish(
+        joined,
+        config,
+        runtime,
+        name=name,
+        write=WriteJoined(runtime.repo, config.join),
+        store_label=f"store join {config.join}",
+        output_topic=config.signal_topic,
+        late_topic=config.late_topic,
     )
-    written = (
-        java_operator(joined, f"batch {name}", CHANGE_BATCH, batcher)
-        .uid(f"{name}-batch")
-        .map(WriteJoined(runtime.repo, config.join), output_type=MESSAGES)
-        .name(f"store join {config.join}")
-        .uid(f"{name}-store")
-    )
-    unbatch(written, 0, 1, f"signals {name}").uid(f"{name}-signals").sink_to(
-        kafka_sink(runtime.bootstrap_servers, config.signal_topic)
-    ).name(f"signal topic {config.signal_topic}").uid(f"{name}-signal-sink")
     dead_letters[0].union(dead_letters[1]).sink_to(
         kafka_sink(runtime.bootstrap_servers, config.dead_letter_topic)
     ).name(f"dead letters {config.dead_letter_topic}").uid(f"{name}-dlq-sink")
-    joined.get_side_output(LATE).sink_to(
-        kafka_sink(runtime.bootstrap_servers, config.late_topic)
-    ).name(f"late input {config.late_topic}").uid(f"{name}-late-sink")
 
 
 def _load_join(repo: Path, name: str) -> Any:

@@ -37,7 +37,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime, java_operator, kafka_rows, kafka_sink, unbatch
-from usp_feast.jobs import KeyedJobConfig
+from usp_feast.jobs import JobSettings, KeyedJobConfig
 
 __all__ = [
     "CHANGE_BATCH",
@@ -51,6 +51,8 @@ __all__ = [
     "aside",
     "by_user",
     "keep_one_timer",
+    "keyed_by",
+    "store_and_publish",
     "timer_for",
 ]
 
@@ -122,6 +124,36 @@ def add_keyed_pipeline(
         .name(f"{stage} {label}")
         .uid(f"{name}-{stage}")
     )
+    store_and_publish(
+        changes,
+        config,
+        runtime,
+        name=name,
+        write=write,
+        store_label=f"store {stage} {label}",
+        output_topic=output_topic,
+        late_topic=config.late_topic,
+    )
+
+
+def store_and_publish(
+    changes: DataStream,
+    config: JobSettings,
+    runtime: JobRuntime,
+    *,
+    name: str,
+    write: BatchWriter,
+    store_label: str,
+    output_topic: str,
+    late_topic: str,
+) -> None:
+    """The tail of a keyed pipeline: batch its messages, write them, publish what is written.
+
+    ``changes`` are a keyed function's JSON messages (with input set aside on ``LATE``):
+    StringBatcher (Java) → ``write`` (Python) → Unbatcher (Java) → ``output_topic``, and the
+    side output → ``late_topic``. Uids are ``<name>-batch``, ``-store``, ``-changes``,
+    ``-topic-sink`` and ``-late-sink``.
+    """
     batcher = get_gateway().jvm.io.uspfeast.flink.StringBatcher(
         config.batch_max_rows, config.batch_max_delay_ms
     )
@@ -129,35 +161,35 @@ def add_keyed_pipeline(
         java_operator(changes, f"batch {name}", CHANGE_BATCH, batcher)
         .uid(f"{name}-batch")
         .map(write, output_type=MESSAGES)
-        .name(f"store {stage} {label}")
+        .name(store_label)
         .uid(f"{name}-store")
     )
     unbatch(written, 0, 1, f"changes {name}").uid(f"{name}-changes").sink_to(
         kafka_sink(runtime.bootstrap_servers, output_topic)
     ).name(f"output topic {output_topic}").uid(f"{name}-topic-sink")
-    changes.get_side_output(LATE).sink_to(
-        kafka_sink(runtime.bootstrap_servers, config.late_topic)
-    ).name(f"late input {config.late_topic}").uid(f"{name}-late-sink")
+    changes.get_side_output(LATE).sink_to(kafka_sink(runtime.bootstrap_servers, late_topic)).name(
+        f"late input {late_topic}"
+    ).uid(f"{name}-late-sink")
 
 
 def by_user(signals: DataStream, name: str) -> KeyedStream:
-    """``signals.key_by(user id)``, with the key read in Java (``UserKeys``).
+    """``signals.key_by(user id)``, with the key read in Java (``UserKeys``)."""
+    return keyed_by(signals, name, get_gateway().jvm.io.uspfeast.flink.UserKeys(), SIGNAL_ROW)
+
+
+def keyed_by(stream: DataStream, name: str, keys: Any, value_type: Any) -> KeyedStream:
+    """``stream`` keyed by what the Java operator ``keys`` reads: it emits ``(key, value)`` rows.
 
     PyFlink's ``key_by`` runs the key selector in a Python operator of its own (one more
-    JVM-to-Python crossing per record); this builds the same keyed stream, ``(key, row)``
+    JVM-to-Python crossing per record); this builds the same keyed stream, ``(key, value)``
     pairs partitioned by PyFlink's ``KeyByKeySelector``, from a Java operator instead.
     """
     gateway = get_gateway()
-    keyed_rows = java_operator(
-        signals,
-        name,
-        Types.ROW([Types.STRING(), SIGNAL_ROW]),
-        gateway.jvm.io.uspfeast.flink.UserKeys(),
-    )
-    j_keyed = keyed_rows._j_data_stream.keyBy(
+    pairs = java_operator(stream, name, Types.ROW([Types.STRING(), value_type]), keys)
+    j_keyed = pairs._j_data_stream.keyBy(
         gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
-    return KeyedStream(j_keyed, SIGNAL_ROW, signals)
+    return KeyedStream(j_keyed, value_type, stream)
 
 
 def aside(definition: dict[str, Any], topic: str, text: str, reason: str) -> str:

@@ -25,7 +25,7 @@ from usp_feast.limits import MAX_SIGNALS_MERGED, MAX_WINDOW, MAX_WINDOW_EVENTS
 from usp_feast.membership import CursorError, MembersIndex, MembersPage
 from usp_feast.segments import is_member, iso_ms
 from usp_feast.sessions import Session, SessionEvent, SessionSpec, sessionize
-from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, SignalSpec
+from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalDefinition
 from usp_feast.store import (
     AsyncRecentReader,
     ScanLimitError,
@@ -276,7 +276,7 @@ class SignalClient:
     def __init__(
         self,
         store: VersionedStore,
-        signals: Iterable[SignalSpec | JoinSignalSpec],
+        signals: Iterable[SignalDefinition],
         async_reader: AsyncRecentReader | None = None,
         segments: Iterable[SegmentSpec] = (),
         sessions: Iterable[SessionEngagementSpec] = (),
@@ -426,7 +426,7 @@ class SignalClient:
         except CursorError as exc:
             raise QueryError(str(exc)) from None
 
-    def spec(self, signal: str) -> SignalSpec | JoinSignalSpec:
+    def spec(self, signal: str) -> SignalDefinition:
         """The definition of a signal.
 
         Raises:
@@ -655,9 +655,7 @@ class SignalClient:
         return out
 
     @staticmethod
-    def _projection(
-        spec: SignalSpec | JoinSignalSpec, fields: Sequence[str] | None
-    ) -> frozenset[str] | None:
+    def _projection(spec: SignalDefinition, fields: Sequence[str] | None) -> frozenset[str] | None:
         if fields is None:
             return None
         if isinstance(fields, str):
@@ -727,7 +725,7 @@ class SignalClient:
         )
 
 
-def _field_types(spec: SignalSpec | JoinSignalSpec) -> dict[str, str]:
+def _field_types(spec: SignalDefinition) -> dict[str, str]:
     """A signal's filterable fields and their types (``event_id`` included)."""
     return {"event_id": "string", **spec.fields}
 

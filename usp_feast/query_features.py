@@ -23,7 +23,7 @@ from types import FunctionType
 from typing import Any, cast
 
 from usp_feast.aggregates import AggregateSpec
-from usp_feast.spec import JoinSignalSpec, SignalSpec
+from usp_feast.spec import SignalDefinition
 
 __all__ = ["StoreAddress", "history_function", "history_source", "placeholder"]
 
@@ -54,7 +54,7 @@ def placeholder(kind: str, field_type: str | None) -> Any:
 _CLIENTS: dict[tuple[StoreAddress, str], Any] = {}
 
 
-def _client(address: StoreAddress, spec: SignalSpec | JoinSignalSpec) -> Any:
+def _client(address: StoreAddress, spec: SignalDefinition) -> Any:
     # One client per serving process: connections are pooled and reused across requests.
     cached = _CLIENTS.get((address, spec.name))
     if cached is None:
@@ -69,7 +69,7 @@ def _client(address: StoreAddress, spec: SignalSpec | JoinSignalSpec) -> Any:
     return cached
 
 
-def history_function(spec: SignalSpec | JoinSignalSpec, address: StoreAddress) -> FunctionType:
+def history_function(spec: SignalDefinition, address: StoreAddress) -> FunctionType:
     """The on-demand view's function: ``{"user_id": [...], ...}`` → one list per feature."""
     features = {
         name: (AggregateSpec.parse(f.aggregate), f.within, f.where)
@@ -111,7 +111,7 @@ def history_function(spec: SignalSpec | JoinSignalSpec, address: StoreAddress) -
     return cast(FunctionType, compute)
 
 
-def history_source(spec: SignalSpec | JoinSignalSpec, address: StoreAddress) -> str:
+def history_source(spec: SignalDefinition, address: StoreAddress) -> str:
     """Python source that, run on its own, defines ``compute`` = :func:`history_function`."""
     model = type(spec).__name__
     return (

@@ -43,6 +43,7 @@ __all__ = [
     "SessionEngagementSpec",
     "SessionWindowModel",
     "SignalConditionSpec",
+    "SignalDefinition",
     "SignalSpec",
     "SlidingWindowModel",
     "SourceSpec",
@@ -388,6 +389,10 @@ class JoinSignalSpec(_SignalOutput):
             f"{self.left.topic} joined on {self.left.key} with every {self.right.topic} from "
             f"{format_duration(within.before)} before to {format_duration(within.after)} after"
         )
+
+
+SignalDefinition = SignalSpec | JoinSignalSpec
+"""A definition whose job makes signal rows: from one topic, or by joining two."""
 
 
 def _ms(value: timedelta) -> int:
