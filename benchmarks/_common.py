@@ -234,7 +234,7 @@ def write_repo(root: Path, project: str, online_store: dict[str, Any]) -> Path:
         "provider: local\n"
         "registry: data/registry.db\n"
         f"online_store:\n{store_lines}\n"
-        "offline_store:\n  type: file\n"
+        "offline_store:\n  type: usp_feast.offline_store.PartitionedParquetOfflineStore\n"
         "entity_key_serialization_version: 3\n"
     )
     field_lines = "\n".join(f"  {name}: {kind}" for name, kind in FIELDS.items())

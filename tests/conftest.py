@@ -80,7 +80,7 @@ def copy_repo(destination: Path, redis_url: str, project: str, topic_prefix: str
         "  type: usp_feast.online_store.VersionedRedisOnlineStore\n"
         f"  connection_string: {redis_url}\n"
         "offline_store:\n"
-        "  type: file\n"
+        "  type: usp_feast.offline_store.PartitionedParquetOfflineStore\n"
         "entity_key_serialization_version: 3\n"
     )
     return repo

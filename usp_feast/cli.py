@@ -18,6 +18,7 @@ import click
 from usp_feast.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
+    from usp_feast.backfill import SignalBackfill
     from usp_feast.definitions import JobDefinition
     from usp_feast.query import SessionReport
 
@@ -83,25 +84,34 @@ def _streaming_dir(repo: Path, streaming: Path | None) -> Path:
 @STREAMING_OPTION
 @click.option("--check", is_flag=True, help="Exit non-zero if a generated file is stale.")
 def generate(repo: Path, streaming: Path | None, check: bool) -> None:
-    """Generate the streaming job configs of every definition (deterministic)."""
+    """Generate the streaming and backfill configs of every definition (deterministic)."""
     from usp_feast.definitions import DefinitionError, load_definitions
-    from usp_feast.runner import stale_configs, write_configs
+    from usp_feast.jobs import render_backfill_configs, render_job_configs
+    from usp_feast.runner import stale_files, write_files
 
     try:
         definitions = load_definitions(repo)
     except DefinitionError as exc:
         raise click.ClickException(str(exc)) from None
-    folder = _streaming_dir(repo, streaming)
+    outputs = {
+        _streaming_dir(repo, streaming): render_job_configs(definitions),
+        _backfill_dir(repo): render_backfill_configs(definitions),
+    }
     if check:
-        stale = stale_configs(definitions, folder)
+        stale = [path for folder, files in outputs.items() for path in stale_files(files, folder)]
         if stale:
             raise click.ClickException(
                 f"generated files are stale: {', '.join(stale)}; run `usp generate`"
             )
         click.echo("generated files are up to date")
         return
-    for path, changed in write_configs(definitions, folder).items():
-        click.echo(f"{'wrote    ' if changed else 'unchanged'} {path}")
+    for folder, files in outputs.items():
+        for path, changed in write_files(files, folder).items():
+            click.echo(f"{'wrote    ' if changed else 'unchanged'} {path}")
+
+
+def _backfill_dir(repo: Path) -> Path:
+    return repo.resolve().parent / "backfill"
 
 
 @main.command()
@@ -384,6 +394,191 @@ def serve(repo: Path, host: str, port: int, workers: int) -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+def _moment(value: str, option: str) -> datetime:
+    """A ``--start``/``--end`` value: a date (midnight UTC) or an ISO-8601 time with a zone."""
+    from datetime import UTC
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date or ISO-8601 time", param_hint=option
+        ) from None
+    if moment.tzinfo is None:
+        if len(value) > 10:
+            raise click.BadParameter(f"{value!r} needs a timezone, e.g. Z", param_hint=option)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _backfill_job(
+    repo: Path, signal: str, start: str, end: str, source: str | None, report: bool
+) -> SignalBackfill:
+    from usp_feast.backfill import BackfillError, SignalBackfill, TimeRange
+    from usp_feast.definitions import DefinitionError
+    from usp_feast.jobs import load_backfill_config
+
+    config_path = _backfill_dir(repo) / f"{signal}.json"
+    if not config_path.is_file():
+        raise click.ClickException(f"no backfill config {config_path}; run `usp generate`")
+    try:
+        window = TimeRange(_moment(start, "--start"), _moment(end, "--end"))
+        return SignalBackfill(
+            repo, load_backfill_config(config_path), window, source=source, report=report
+        )
+    except (BackfillError, DefinitionError, KeyError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from None
+
+
+SOURCE_OPTION = click.option(
+    "--source",
+    help="Raw history: a folder, a Parquet file or a glob (default: the backfill config's).",
+)
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--start", required=True, help="First event time, a date or ISO-8601 (inclusive).")
+@click.option("--end", required=True, help="End of the range, a date or ISO-8601 (exclusive).")
+@SOURCE_OPTION
+@click.option("--fresh", is_flag=True, help="Redo units an earlier run of this backfill finished.")
+@click.option("--no-report", is_flag=True, help="Skip the Great Expectations HTML reports.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@REPO_OPTION
+def backfill(
+    signal: str,
+    start: str,
+    end: str,
+    source: str | None,
+    fresh: bool,
+    no_report: bool,
+    as_json: bool,
+    repo: Path,
+) -> None:
+    """Recompute SIGNAL from raw history in Parquet with the stream's code; write new versions."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from usp_feast.backfill import unit_rows
+    from usp_feast.raw_history import HistoryError
+    from usp_feast.store import StoreUnavailableError
+
+    job = _backfill_job(repo, signal, start, end, source, not no_report)
+    console = Console(stderr=True)
+    try:
+        units = job.units()
+        total = sum(unit_rows(unit) for unit in units)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=as_json,
+        ) as bar:
+            task = bar.add_task(f"backfill {signal}", total=total)
+            summary = job.run(
+                fresh=fresh,
+                on_unit=lambda unit, _: bar.update(task, description=f"{signal} {unit.name}"),
+                progress=lambda done: bar.advance(task, done),
+            )
+    except (HistoryError, StoreUnavailableError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+        return
+    totals = summary.to_dict()
+    console.print(
+        f"{signal}: {len(summary.units)} units ({len(summary.skipped)} already done), "
+        f"{totals['read']:,} events read, {totals['rejected']:,} rejected, "
+        f"{totals['outside']:,} outside the range, {totals['rows']:,} signal rows; "
+        f"written: {totals['store_versions']:,} new versions to the store, "
+        f"{totals['offline_rows']:,} offline rows "
+        f"({totals['beyond_retention']:,} older than retention: offline only); "
+        f"{totals['seconds']:.1f} s",
+        highlight=False,
+    )
+    if totals["rejected"]:
+        console.print(f"rejects and validation reports: {job.work_dir}", highlight=False)
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--start", required=True, help="First event time, a date or ISO-8601 (inclusive).")
+@click.option("--end", required=True, help="End of the range, a date or ISO-8601 (exclusive).")
+@SOURCE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@REPO_OPTION
+def reconcile(
+    signal: str, start: str, end: str, source: str | None, as_json: bool, repo: Path
+) -> None:
+    """Compare what the stream wrote for SIGNAL with what a backfill computes (exit 1: unequal)."""
+    from usp_feast.raw_history import HistoryError
+    from usp_feast.reconcile import reconcile as compare_stream
+    from usp_feast.store import StoreUnavailableError
+
+    job = _backfill_job(repo, signal, start, end, source, report=False)
+    try:
+        report = compare_stream(job)
+    except (HistoryError, StoreUnavailableError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), default=str))
+    else:
+        click.echo(
+            f"{signal} {report.start} .. {report.end}: {report.batch_rows:,} rows computed, "
+            f"{report.rejected:,} events rejected"
+        )
+        for side, result in (("store", report.store), ("offline", report.offline)):
+            counts = ", ".join(
+                f"{n:,} {kind.replace('_', ' ')}" for kind, n in result.counts.items()
+            )
+            click.echo(f"  {side:8} {result.matched:,} of {result.compared:,} match; {counts}")
+            for example in result.examples:
+                click.echo(
+                    f"    {example.kind} {example.event_id}: stream={example.stream} "
+                    f"batch={example.batch}"
+                )
+    sys.exit(1 if report.differences else 0)
+
+
+@main.command()
+@click.option("--users", type=int, default=1000, show_default=True, help="Users to simulate.")
+@click.option("--start", "start_text", required=True, help="Journeys start, date or ISO-8601.")
+@click.option("--end", "end_text", required=True, help="Journeys end, date or ISO-8601.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write into (default: <repo>/data/raw, where backfill configs look).",
+)
+@REPO_OPTION
+def history(
+    users: int, start_text: str, end_text: str, seed: int, out: Path | None, repo: Path
+) -> None:
+    """Write the example domain's raw events as Parquet history (what a topic archiver keeps)."""
+    from usp_feast.raw_history import write_history
+    from usp_feast.traffic import TrafficConfig, generate
+
+    start, end = _moment(start_text, "--start"), _moment(end_text, "--end")
+    if end <= start:
+        raise click.BadParameter("must be after --start", param_hint="--end")
+    folder = out or repo / "data" / "raw"
+    chunk = 5_000  # users per generator run: memory stays flat however many users
+    written = 0
+    for first in range(0, users, chunk):
+        config = TrafficConfig(
+            users=min(chunk, users - first),
+            seed=seed + first,
+            start=start,
+            span=end - start,
+            first_user_id=first + 1,
+        )
+        written += len(write_history(generate(config), folder))
+    click.echo(f"wrote {written} Parquet files of raw events under {folder}")
 
 
 @main.command()

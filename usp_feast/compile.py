@@ -24,6 +24,7 @@ from feast.types import Array, Bool, FeastType, Float64, Int64, String, UnixTime
 from usp_feast.aggregates import AggregateSpec
 from usp_feast.definitions import Definitions, load_definitions
 from usp_feast.durations import format_duration
+from usp_feast.offline import CREATED_COLUMN
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.query_features import StoreAddress, history_function, history_source
 from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, SignalDefinition
@@ -107,9 +108,10 @@ def signal_view(spec: SignalDefinition) -> tuple[Any, Any, SignalView]:
     """The Feast objects of one signal (or join signal): its file source, push source and view."""
     offline = FileSource(
         name=f"{spec.name}_source",
-        path=f"data/signals/{spec.name}.parquet",
+        path=f"data/signals/{spec.name}",
         timestamp_field="event_ts",
-        description=f"Offline rows of signal {spec.name}",
+        created_timestamp_column=CREATED_COLUMN,
+        description=f"Offline rows of signal {spec.name}: one per version, newest created wins",
     )
     schema = [Field(name="event_id", dtype=String)] + [
         Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind in spec.fields.items()

@@ -23,13 +23,20 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from usp_feast.codec import from_json_value, oneof_for
 from usp_feast.engagements import feast_value
-from usp_feast.offline import ParquetParts
+from usp_feast.offline import ParquetParts, signal_offline_rows, signal_offline_schema
 from usp_feast.online_store import VersionedRedisOnlineStore
 from usp_feast.segments import row_event_ms
-from usp_feast.store import StoreUnavailableError
+from usp_feast.store import StoreUnavailableError, now_micros
 from usp_feast.versions import from_micros
 
-__all__ = ["EngagementSink", "FeastSink", "OverlappedWriter", "SegmentSink", "retrying"]
+__all__ = [
+    "EngagementSink",
+    "FeastSink",
+    "OverlappedWriter",
+    "SegmentSink",
+    "retrying",
+    "signal_kinds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +44,13 @@ _MAX_BACKOFF_S = 5.0
 
 
 class FeastSink:
-    """Batch writer of signal rows into one feature view's online store."""
+    """Batch writer of signal rows into one feature view's online store.
 
-    def __init__(self, repo: Path, view: str) -> None:
+    With ``offline=True`` (signal and join signal views) every version written is also kept
+    for the offline store: buffered, and written as Parquet part files at :meth:`checkpoint`.
+    """
+
+    def __init__(self, repo: Path, view: str, *, offline: bool = False) -> None:
         self.store = FeatureStore(repo_path=str(repo))
         try:
             self.view = self.store.get_stream_feature_view(view)
@@ -50,6 +61,10 @@ class FeastSink:
         self.provider = self.store._get_provider()
         self.oneofs = {f.name: oneof_for(f.dtype.to_value_type()) for f in self.view.features}
         self.join_key = self.view.entity_columns[0].name if self.view.entity_columns else "user_id"
+        self.offline: ParquetParts | None = None
+        if offline:
+            self.kinds = signal_kinds(self.view)
+            self.offline = _offline_parts(repo, self.view, signal_offline_schema(self.kinds))
 
     def rows_to_feast(
         self, rows: Sequence[Mapping[str, Any]]
@@ -72,17 +87,19 @@ class FeastSink:
             data.append((key, values, event_ts, None))
         return data
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, rows: Sequence[Mapping[str, Any]], version: int | None = None) -> None:
         """Write a batch of signal rows (as the pipeline makes them, or parsed from JSON).
 
         While the store is unavailable, retry with backoff: never drop, never crash.
+        ``version`` (µs, default now) is the processing time the rows are recorded at.
         """
+        version = now_micros() if version is None else version
         online = getattr(self.provider, "online_store", None)
         if isinstance(online, VersionedRedisOnlineStore):
             # The plugin's plain-value path: same records as online_write_batch, no protos.
 
             def send() -> None:
-                online.append_rows(self.store.config, self.view, self.join_key, rows)
+                online.append_rows(self.store.config, self.view, self.join_key, rows, version)
         else:
             data = self.rows_to_feast(rows)
 
@@ -90,13 +107,27 @@ class FeastSink:
                 self.provider.online_write_batch(self.store.config, self.view, data, None)
 
         retrying(send)
+        if self.offline is not None:
+            self.offline.add(signal_offline_rows(rows, self.kinds, version))
 
     def checkpoint(self) -> None:
-        """Nothing to flush: :meth:`write` returns once the rows are stored."""
+        """Write the buffered offline rows (called before each checkpoint barrier passes)."""
+        if self.offline is not None:
+            self.offline.flush()
 
     def describe(self) -> dict[str, Any]:
         """What this sink writes to, for logs."""
         return {"view": self.view.name, "project": self.store.config.project}
+
+
+def signal_kinds(view: Any) -> dict[str, str]:
+    """A signal view's fields as ``name: kind`` (the definition's types), for offline rows."""
+    from usp_feast.compile import FEAST_TYPES
+
+    kinds = {dtype: kind for kind, dtype in FEAST_TYPES.items()}
+    # The registry's copy of a view lists its entity column among the features.
+    keys = {"event_id", *(column.name for column in view.entity_columns)}
+    return {f.name: kinds[f.dtype] for f in view.features if f.name not in keys}
 
 
 def retrying(send: Callable[[], None]) -> None:

@@ -4,7 +4,8 @@ Per signal, one pipeline::
 
     Kafka (raw bytes + partition/offset/timestamp)
       → MicroBatcher (Java: up to ``batch_max_rows`` records or ``batch_max_delay_ms``)
-      → ProcessBatch (Python: validate, transform, write the rows through Feast to the store)
+      → ProcessBatch (Python: validate, transform, write the rows through Feast to the store;
+        each version also goes to the offline Parquet parts, flushed before checkpoint barriers)
       ├→ Unbatcher (Java) → event-time watermarks → Kafka usp.signal.<signal>
       └→ Unbatcher (Java) → Kafka usp.dlq.<signal>
     (each Unbatcher starts a task of its own, so the sinks' checkpoint flushes wait alone)
@@ -321,6 +322,7 @@ class ProcessBatch(MapFunction):
         self.config = config
         self.repo = repo
         self.processor: Any = None
+        self.sink: Any = None
         self.writer: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -338,12 +340,14 @@ class ProcessBatch(MapFunction):
         contract = Contract.load(validation_dir(self.repo) / self.config.suite)
         pipeline = SignalPipeline(spec, load_transform(spec, self.repo))
         self.processor = SignalProcessor(pipeline, contract, self.config.max_event_bytes)
-        self.writer = OverlappedWriter(FeastSink(self.repo, self.config.signal).write)
+        self.sink = FeastSink(self.repo, self.config.signal, offline=True)
+        self.writer = OverlappedWriter(self.sink.write)
 
     def close(self) -> None:
-        """Finish the write in flight."""
+        """Finish the write in flight and write its offline rows."""
         if self.writer is not None:
             self.writer.close()
+            self.sink.checkpoint()
 
     def map(self, value: Any) -> Row:
         """One MicroBatcher batch in; (signal JSON, event ms, dead letters) out for Kafka."""
@@ -363,6 +367,7 @@ class ProcessBatch(MapFunction):
         self.writer.submit(outcome.rows)
         if barrier_follows:
             self.writer.settle()
+            self.sink.checkpoint()
         return Row(
             [row_to_json(row).decode() for row in outcome.rows],
             [event_time_ms(row) for row in outcome.rows],

@@ -319,7 +319,7 @@ class WriteJoined(BatchWriter):
         """The join signal's feature view, written like any signal's."""
         from usp_feast.feast_sink import FeastSink
 
-        return FeastSink(self.repo, self.definition)
+        return FeastSink(self.repo, self.definition, offline=True)
 
     def published(self, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[int]]:
         """The joined rows, at each left event's time."""

@@ -1,8 +1,9 @@
-"""Streaming job configs generated from definitions (pure: no Flink, no Kafka).
+"""Job configs generated from definitions (pure: no Flink, no Kafka).
 
-One JSON file per signal (``<signal>.json``), per join signal (``join_<name>.json``), per
-segment (``segment_<name>.json``) and per session engagement (``session_<name>.json``), next
-to the job entry point in ``streaming/``.
+Streaming: one JSON file per signal (``<signal>.json``), per join signal (``join_<name>.json``),
+per segment (``segment_<name>.json``) and per session engagement (``session_<name>.json``), next
+to the job entry point in ``streaming/``. Backfill: one per signal (``<signal>.json``) next to
+the backfill entry point in ``backfill/``.
 The files carry what the job does, never where services live or secrets: Kafka bootstrap
 servers come from ``USP_KAFKA_BOOTSTRAP`` (or the local stack) and Redis from the repository's
 ``feature_store.yaml`` when the job starts. Output is deterministic, so a diff of
@@ -23,6 +24,7 @@ from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, S
 
 __all__ = [
     "AnyJobConfig",
+    "BackfillConfig",
     "JobConfig",
     "JobSettings",
     "JoinJobConfig",
@@ -31,11 +33,14 @@ __all__ = [
     "SessionJobConfig",
     "SignalInput",
     "SignalJobConfig",
+    "backfill_config",
     "config_file",
     "job_config",
     "join_job_config",
+    "load_backfill_config",
     "load_job_config",
     "parse_job_config",
+    "render_backfill_configs",
     "render_job_configs",
     "segment_job_config",
     "session_job_config",
@@ -233,10 +238,59 @@ def render_job_configs(definitions: Definitions) -> dict[str, str]:
         configs[config_file(segment)] = segment_job_config(segment, definitions)
     for session in sorted(definitions.sessions, key=lambda s: s.name):
         configs[config_file(session)] = session_job_config(session, definitions)
+    return {name: _json(config) for name, config in configs.items()}
+
+
+class BackfillConfig(BaseModel):
+    """How a signal is backfilled from raw history (``backfill/<signal>.json``).
+
+    Paths are relative to the feature repository, like its Feast file sources.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["backfill"] = "backfill"
+    signal: str
+    suite: str
+    """Expectation suite file, relative to the repository's validation folder."""
+    source: str
+    """Default raw history (folder, file or glob); ``usp backfill --source`` overrides it."""
+    work_dir: str
+    """Where a run keeps its progress (to resume), rejected events and validation reports."""
+    batch_rows: int = 50_000
+    max_event_bytes: int = 64 * 1024
+
+
+def backfill_config(spec: SignalSpec) -> BackfillConfig:
+    """The backfill config of one signal, with the platform's defaults."""
+    return BackfillConfig(
+        signal=spec.name,
+        suite=f"{spec.validation}.json",
+        source=f"data/raw/{spec.source.topic}",
+        work_dir=f"data/backfill/{spec.name}",
+    )
+
+
+def render_backfill_configs(definitions: Definitions) -> dict[str, str]:
+    """File name → JSON text of every signal's backfill config (deterministic bytes).
+
+    Join signals have none: their output depends on the order two streams meet in, which a
+    replay of both topics through the join job reproduces.
+    """
     return {
-        name: json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        for name, config in configs.items()
+        f"{spec.name}.json": _json(backfill_config(spec))
+        for spec in sorted(definitions.signals, key=lambda s: s.name)
+        if isinstance(spec, SignalSpec)
     }
+
+
+def load_backfill_config(path: Path) -> BackfillConfig:
+    """Read a generated backfill config."""
+    return BackfillConfig.model_validate_json(path.read_text())
+
+
+def _json(config: BaseModel) -> str:
+    return json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
 def load_job_config(path: Path) -> AnyJobConfig:

@@ -147,14 +147,15 @@ class VersionedRedisOnlineStore(OnlineStore):
         table: FeatureView,
         join_key: str,
         rows: Sequence[Mapping[str, Any]],
+        version: int | None = None,
     ) -> None:
         """Append signal rows given as plain values (the streaming jobs' write path).
 
         The same records, versions, retention and keys as :meth:`online_write_batch`, without
         the round trip through ``ValueProto``: a row is ``{join_key, "event_id", "event_ts"
-        (datetime or ISO-8601 text), <feature>: value, ...}``.
+        (datetime or ISO-8601 text), <feature>: value, ...}``. ``version`` (µs) defaults to now.
         """
-        version = now_micros()
+        version = now_micros() if version is None else version
         features = [f.name for f in table.features]
         records = []
         for row in rows:

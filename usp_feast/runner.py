@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from usp_feast.definitions import Definitions
@@ -27,8 +27,9 @@ __all__ = [
     "job_command",
     "job_environment",
     "run_foreground",
-    "stale_configs",
+    "stale_files",
     "write_configs",
+    "write_files",
     "write_prefixed_configs",
 ]
 
@@ -42,10 +43,15 @@ class RunnerError(RuntimeError):
 
 
 def write_configs(definitions: Definitions, folder: Path) -> dict[Path, bool]:
-    """Write every job config into ``folder``; returns path → whether it changed."""
+    """Write every streaming job config into ``folder``; returns path → whether it changed."""
+    return write_files(render_job_configs(definitions), folder)
+
+
+def write_files(rendered: Mapping[str, str], folder: Path) -> dict[Path, bool]:
+    """Write generated files (name → text) into ``folder``; returns path → whether it changed."""
     folder.mkdir(parents=True, exist_ok=True)
     changed = {}
-    for name, text in render_job_configs(definitions).items():
+    for name, text in rendered.items():
         path = folder / name
         old = path.read_text() if path.is_file() else None
         if old != text:
@@ -84,10 +90,10 @@ def write_prefixed_configs(definitions: Definitions, folder: Path, prefix: str) 
     return topics
 
 
-def stale_configs(definitions: Definitions, folder: Path) -> list[str]:
-    """Config files in ``folder`` that differ from what the definitions generate."""
+def stale_files(rendered: Mapping[str, str], folder: Path) -> list[str]:
+    """Generated files (name → text) that are missing from ``folder`` or differ there."""
     stale = []
-    for name, text in render_job_configs(definitions).items():
+    for name, text in rendered.items():
         path = folder / name
         if not path.is_file() or path.read_text() != text:
             stale.append(str(path))

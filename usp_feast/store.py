@@ -22,7 +22,13 @@ from redis.cluster import RedisCluster
 
 from usp_feast.filters import Filter
 from usp_feast.keys import current_key, current_pattern, signal_key, view_pattern
-from usp_feast.versions import Record, decode_member, duration_micros, encode_member
+from usp_feast.versions import (
+    Record,
+    collapse_versions,
+    decode_member,
+    duration_micros,
+    encode_member,
+)
 
 __all__ = [
     "MAX_APPEND_ROWS",
@@ -358,6 +364,53 @@ class VersionedStore:
                 pipe.get(current_key(self.prefix, self.project, entity, view))
             replies = self._execute(pipe)
         return [None if reply is None else orjson.loads(reply) for reply in replies]
+
+    def visible(
+        self,
+        view: str,
+        ranges: Mapping[str, tuple[int, int]],
+        *,
+        as_of: int | None = None,
+        chunk: int = 500,
+    ) -> dict[str, dict[str, Record]]:
+        """Per entity, its events in an event-time range, each at its newest visible version.
+
+        What readers see, for bulk comparisons (backfill, reconcile): pipelined range reads,
+        ``chunk`` entities per round trip, versions collapsed by :func:`collapse_versions`.
+
+        Args:
+            view: Feature view name.
+            ranges: Entity → ``(since, until)`` event times in µs, both inclusive.
+            as_of: Processing time in µs: hide versions written after it (None: now).
+            chunk: Entities per round trip.
+
+        Returns:
+            Entity → event id → record; entities with no events are left out.
+        """
+        seen: dict[str, dict[str, Record]] = {}
+        entities = list(ranges)
+        for first in range(0, len(entities), chunk):
+            part = entities[first : first + chunk]
+            with self.client.pipeline(transaction=False) as pipe:
+                for entity in part:
+                    since, until = ranges[entity]
+                    pipe.zrangebyscore(self.key(view, entity), since, until)
+                replies = self._execute(pipe)
+            for entity, members in zip(part, replies, strict=True):
+                if members:
+                    records = collapse_versions(map(decode_member, members), as_of)
+                    seen[entity] = {record.event_id: record for record in records}
+        return seen
+
+    def entities(self, view: str) -> Iterator[str]:
+        """Every entity holding records of ``view`` (a SCAN: for tools, not the serving path)."""
+        head = len(f"{self.prefix}:{self.project}:{{")
+        tail = len(f"}}:{view}")
+        for key in self.client.scan_iter(
+            match=view_pattern(self.prefix, self.project, view), count=1000
+        ):
+            text = key.decode() if isinstance(key, bytes) else key
+            yield text[head : len(text) - tail]
 
     def versions(self, view: str, entity: str) -> list[Record]:
         """Every stored version of an entity's records, oldest event first (no collapsing)."""

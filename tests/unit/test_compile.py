@@ -170,7 +170,7 @@ def test_push_source_is_backed_by_the_signal_parquet_file(
     assert push.name == f"{name}_push"
     assert isinstance(push.batch_source, FileSource)
     assert push.batch_source.name == f"{name}_source"
-    assert push.batch_source.path == f"data/signals/{name}.parquet"
+    assert push.batch_source.path == f"data/signals/{name}"
     assert push.batch_source.timestamp_field == "event_ts"
     assert view.batch_source == push.batch_source
     assert compiled.by_name()[f"{name}_push"] == push
@@ -254,7 +254,7 @@ def test_meta_stripping_only_removes_timestamps(compiled: FeastObjects) -> None:
     spec = _without_meta(_view(compiled, "search").to_proto().spec)
 
     assert spec.name == "search"
-    assert spec.stream_source.batch_source.file_options.uri == "data/signals/search.parquet"
+    assert spec.stream_source.batch_source.file_options.uri == "data/signals/search"
     assert not spec.stream_source.HasField("meta")
 
 
