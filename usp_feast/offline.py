@@ -35,6 +35,7 @@ __all__ = [
     "OfflineVersion",
     "ParquetParts",
     "latest_offline_versions",
+    "part_files",
     "signal_offline_rows",
     "signal_offline_schema",
 ]
@@ -167,10 +168,7 @@ def latest_offline_versions(
     with the newest ``created_ts``.
     """
     files = [
-        str(path)
-        for day in days
-        if (folder / day).is_dir()
-        for path in sorted((folder / day).glob("*.parquet"))
+        str(path) for day in days if (folder / day).is_dir() for path in part_files(folder / day)
     ]
     newest: dict[str, OfflineVersion] = {}
     if not files:
@@ -185,3 +183,14 @@ def latest_offline_versions(
         if known is None or created >= known[0]:
             newest[event_id] = (created, {name: columns[name][index] for name in fields})
     return newest
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The readable Parquet files under ``folder`` (hidden names are parts being written)."""
+    if folder.is_file():
+        return [folder]
+    return sorted(
+        path
+        for path in folder.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
+    )

@@ -7,11 +7,15 @@ one change, how a ``FileSource`` is read: its path, relative to the repository (
 ``<date>/part-*.parquet`` files are read together; files still being written (hidden names)
 are skipped.
 
-Why not Feast's ``file`` store: with feast 0.67.0 its Dask join fails on any entity row for
-which a view has no row at all ("Divisions calculation failed for non-numeric column
-'event_ts'"), which every real training set has. The DuckDB join returns nulls there, breaks
-ties between versions of equal event time by ``created_timestamp_column``, and honours
-``filter_by_created_timestamp`` (a training set "as of" what was known at each row's time).
+Why not Feast's ``file`` store: with feast 0.67.0 its Dask join silently drops an entity row
+when a view has rows for that user but none at or before the row's time (or none within the
+TTL), drops it from the whole result when several views are asked for, raises
+"Divisions calculation failed for non-numeric column 'event_ts'" on some views, and loses the
+``created_timestamp_column`` tie-break (an unstable sort), so a corrected row does not reliably
+win. Every real training set meets the first; corrections meet the last. The DuckDB join keeps
+every entity row (nulls where nothing is known yet), breaks ties between versions of equal event
+time by ``created_timestamp_column``, and honours ``filter_by_created_timestamp`` (a training set
+"as of" what was known at each row's time). tests/e2e/test_training_sets.py checks it.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from feast.infra.offline_stores.ibis import (
     pull_latest_from_table_or_query_ibis,
 )
 
+from usp_feast.offline import part_files
+
 __all__ = [
     "OfflineSourceError",
     "PartitionedParquetOfflineStore",
     "PartitionedParquetOfflineStoreConfig",
-    "part_files",
 ]
 
 
@@ -46,17 +51,6 @@ class PartitionedParquetOfflineStoreConfig(DuckDBOfflineStoreConfig):
 
     type: Literal["usp_feast.offline_store.PartitionedParquetOfflineStore"] = (  # type: ignore[assignment]
         "usp_feast.offline_store.PartitionedParquetOfflineStore"
-    )
-
-
-def part_files(folder: Path) -> list[Path]:
-    """The readable Parquet files under ``folder`` (hidden ones are being written)."""
-    if folder.is_file():
-        return [folder]
-    return sorted(
-        path
-        for path in folder.rglob("*.parquet")
-        if not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
     )
 
 

@@ -8,10 +8,10 @@ compared with a point-in-time join computed here from the Parquet rows with pyar
 the test knows the answer from the events it produced, checked against those too): no value from
 after an entity row's timestamp may leak in.
 
-Feast 0.67's file offline store (Dask) keeps an entity row whose user has no rows at all in a
-view (with nulls), but drops an entity row whose user has rows in the view and none at or before
-its timestamp (or none within the view's TTL); over several views the row goes if any view drops
-it. The expected answers below follow that, so a change in Feast shows up here.
+Every entity row comes back once. One with no row of a view at or before its time (or none
+within the view's TTL) gets nulls for that view's features, whether its user has later rows or
+none at all; Feast's stock ``file`` offline store (Dask) instead drops the row when the user has
+only later rows, which is one reason the repository uses ``usp_feast.offline_store``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from usp_feast.runner import ensure_topics, write_prefixed_configs
 pytestmark = pytest.mark.e2e
 
 MS = timedelta(milliseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ACTIVE = (701, 702, 703, 704, 705, 706)
 BOOKERS = (702, 704)  # book after their second visit, search again in the third
 SEARCH_ONCE = 705  # searches in its first visit only: its search values expire (ttl 1d)
@@ -72,9 +74,8 @@ class View:
 
 
 # TTLs as the definitions give them (search.yaml: ttl 1d; sessions and segments have none).
-SEARCH = View(
-    "search", "data/signals/search", ("event_id", "query", "city", "guests"), timedelta(days=1)
-)
+SEARCH_TTL = timedelta(days=1)
+SEARCH = View("search", "data/signals/search", ("event_id", "query", "city", "guests"), SEARCH_TTL)
 BROWSE = View(
     "browse_session",
     "data/sessions/browse_session",
@@ -90,8 +91,6 @@ SEGMENT = View(
 )
 VIEWS = (SEARCH, BROWSE, WINDOWS, SEGMENT)
 
-DROPPED = "dropped by Feast"  # the expected outcome of an entity row Feast leaves out
-
 
 @dataclass(frozen=True)
 class Event:
@@ -104,15 +103,18 @@ class Event:
     fields: dict[str, Any]
 
     def record(self) -> tuple[str, bytes]:
-        stamp = datetime.fromtimestamp(self.at_ms / 1000, UTC)
+        stamp = EPOCH + self.at_ms * MS  # whole milliseconds, no float rounding
         event_ts = stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         body = {"event_id": self.event_id, "event_ts": event_ts, "user_id": self.user}
         return f"events.{self.kind}", orjson.dumps({**body, **self.fields})
 
 
-def journeys(anchor_ms: int, rng: random.Random) -> list[Event]:
-    """Three visits per active user (searches and views), bookings, in event-time order."""
-    events: list[Event] = []
+def journeys(anchor_ms: int, rng: random.Random) -> list[list[Event]]:
+    """Three visits per active user (searches and views) and bookings, in event-time phases.
+
+    The phases: first visits, second visits, bookings, third visits; each in event-time order.
+    """
+    phases: list[list[Event]] = [[], [], [], []]
     for user in ACTIVE:
         for visit, (start, end) in enumerate(VISITS):
             searches = 0 if user == NEVER_SEARCHES else rng.randint(1, 3)
@@ -140,13 +142,14 @@ def journeys(anchor_ms: int, rng: random.Random) -> list[Event]:
                         "room_type": "entire_home",
                     }
                     kind = "listing_view"
-                events.append(Event(kind, user, f"{user}-{visit}-{n}", anchor_ms - ago, fields))
+                event = Event(kind, user, f"{user}-{visit}-{n}", anchor_ms - ago, fields)
+                phases[visit if visit < 2 else 3].append(event)
             if user in BOOKERS and visit == 1:
                 fields = {"listing_id": 3, "nights": 2, "price": 120.0}
                 at = anchor_ms - (end - 2) * 60_000
-                events.append(Event("booking", user, f"{user}-{visit}-b", at, fields))
+                phases[2].append(Event("booking", user, f"{user}-{visit}-b", at, fields))
     # Each raw topic in event-time order: the jobs see no late input.
-    return sorted(events, key=lambda e: e.at_ms)
+    return [sorted(phase, key=lambda e: e.at_ms) for phase in phases]
 
 
 def warm_up_events(anchor_ms: int) -> list[Event]:
@@ -159,10 +162,11 @@ def warm_up_events(anchor_ms: int) -> list[Event]:
         "guests": 1,
     }
     view = {"listing_id": 1, "city": "Oslo", "price": 81.0, "room_type": "entire_home"}
+    # The booking first: read before or after the search, it finds the user outside.
     return [
-        Event("search", WARM_UP, "warm-s", at, search),
-        Event("listing_view", WARM_UP, "warm-v", at + 1, view),
-        Event("booking", WARM_UP, "warm-b", at + 2, {"listing_id": 1, "nights": 1, "price": 81.0}),
+        Event("booking", WARM_UP, "warm-b", at, {"listing_id": 1, "nights": 1, "price": 81.0}),
+        Event("search", WARM_UP, "warm-s", at + 1, search),
+        Event("listing_view", WARM_UP, "warm-v", at + 2, view),
     ]
 
 
@@ -238,7 +242,7 @@ def expected_changes(events: Sequence[Event]) -> dict[int, list[tuple[str, str]]
 
 
 def ms(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // MS
+    return (moment - EPOCH) // MS
 
 
 @pytest.fixture(scope="module")
@@ -281,10 +285,20 @@ def training(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
             JOB_START_TIMEOUT,
             "the warm-up events in the store",
         )
-        events = journeys(anchor_ms, random.Random(20261127))
-        produce(events)
-        everything = warm_up_events(anchor_ms) + events
-        newest_view = max(e.at_ms for e in events if e.kind == "listing_view")
+        everything = warm_up_events(anchor_ms)
+        # One phase at a time, as live traffic arrives: the segment job applies searches and
+        # bookings in the order it reads them, and a booking read after newer searches gives
+        # another history than event-time order would (not what this module tests).
+        for n, phase in enumerate(journeys(anchor_ms, random.Random(20261127))):
+            produce(phase)
+            everything += phase
+            wait_for(
+                partial(changes_written, repo, tuple(everything)),
+                job,
+                60,
+                f"the segment changes of phase {n + 1}",
+            )
+        newest_view = max(e.at_ms for e in everything if e.kind == "listing_view")
         wait_for(
             lambda: offline_complete(repo, everything, anchor_ms, newest_view),
             job,
@@ -305,14 +319,18 @@ def training(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
     client.store.drop_project()
 
 
+def changes_written(repo: Path, events: Sequence[Event]) -> bool:
+    segment = {(r["user_id"], r["event_id"]) for r in offline_rows(repo, SEGMENT)}
+    return {(u, c) for u, cs in expected_changes(events).items() for c, _ in cs} <= segment
+
+
 def offline_complete(repo: Path, events: Sequence[Event], anchor_ms: int, newest_view: int) -> bool:
     search = {r["event_id"] for r in offline_rows(repo, SEARCH)}
-    segment = {(r["user_id"], r["event_id"]) for r in offline_rows(repo, SEGMENT)}
     sessions = {(r["user_id"], ms(r["started_at"])) for r in offline_rows(repo, BROWSE)}
     windows = {(r["user_id"], ms(r["event_ts"])) for r in offline_rows(repo, WINDOWS)}
     return (
         set(expected_search_rows(events)) <= search
-        and {(u, c) for u, cs in expected_changes(events).items() for c, _ in cs} <= segment
+        and changes_written(repo, events)
         and {(u, started) for u, started, _, _ in expected_sessions(events, anchor_ms)} <= sessions
         and set(expected_windows(events, newest_view)) <= windows
     )
@@ -341,20 +359,18 @@ def by_user(rows: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     return grouped
 
 
-def as_of(view: View, rows: Sequence[dict[str, Any]], user: int, at: datetime) -> Any:
-    """The values a point-in-time join gives ``user`` at ``at``, or :data:`DROPPED`.
+def as_of(view: View, rows: Sequence[dict[str, Any]], user: int, at: datetime) -> tuple:
+    """The values a point-in-time join gives ``user`` at ``at`` (nulls when there are none).
 
     The newest row at or before ``at`` (ties: the newest ``created_ts``) and within the TTL.
     """
-    if not rows:
-        return (None,) * len(view.features)
     live = [
         r
         for r in rows
         if r["event_ts"] <= at and (view.ttl is None or r["event_ts"] >= at - view.ttl)
     ]
     if not live:
-        return DROPPED  # Feast 0.67's file offline store leaves such a row out; see the top
+        return (None,) * len(view.features)
     newest = max((r["event_ts"], r.get("created_ts") or r["event_ts"]) for r in live)
     tied = {
         tuple(repr(plain(r[f])) for f in view.features)
@@ -381,7 +397,7 @@ def entity_rows(training: dict) -> pd.DataFrame:
             at = ms(row["event_ts"])
             wanted |= {(row["user_id"], at + d) for d in (-1, 0, 1)}
             if view is SEARCH:
-                ttl_ms = SEARCH.ttl // MS
+                ttl_ms = SEARCH_TTL // MS
                 wanted |= {(row["user_id"], at + ttl_ms), (row["user_id"], at + ttl_ms + 1)}
     times = [e.at_ms for e in training["events"] if e.user != WARM_UP]
     low, high = min(times) - 30 * 60_000, max(times) + 30 * 60_000
@@ -389,8 +405,7 @@ def entity_rows(training: dict) -> pd.DataFrame:
     wanted |= {(rng.choice(users), rng.randint(low, high)) for _ in range(300)}
     # Users with no data at moments where others have some.
     wanted |= {(rng.choice(NO_DATA), at) for at in rng.sample(times, 20)}
-    # Feast's file store collapses entity rows with the same user and time (feast-dev/feast
-    # issue 6787), so every (user, time) is asked once.
+    # Each (user, time) once: the answers are matched back by them.
     users_, stamps = zip(*sorted(wanted), strict=True)
     return pd.DataFrame(
         {
@@ -407,19 +422,15 @@ def entities(training: dict) -> pd.DataFrame:
 
 def expected(
     training: dict, views: Sequence[View], entities: pd.DataFrame
-) -> dict[tuple[int, int], Any]:
-    """Per entity row (user, ns): the features of every view in order, or :data:`DROPPED`."""
+) -> dict[tuple[int, int], tuple]:
+    """Per entity row (user, ns): the features of every view, in order."""
     grouped = {v.name: by_user(training["rows"][v.name]) for v in views}
-    answers: dict[tuple[int, int], Any] = {}
+    answers: dict[tuple[int, int], tuple] = {}
     for user, stamp in zip(entities["user_id"], entities["event_timestamp"], strict=True):
         at = stamp.to_pydatetime()
         values: tuple = ()
         for view in views:
-            found = as_of(view, grouped[view.name].get(user, []), user, at)
-            if found is DROPPED:
-                values = DROPPED  # one view leaving the row out removes it from the result
-                break
-            values += found
+            values += as_of(view, grouped[view.name].get(user, []), user, at)
         answers[(int(user), stamp.value)] = values
     return answers
 
@@ -461,11 +472,10 @@ def assert_no_leak(training: dict, views: Sequence[View], got: dict) -> None:
 
 
 def mismatches(got: dict, want: dict) -> list[str]:
-    kept = {key: value for key, value in want.items() if value is not DROPPED}
-    problems = [f"{k}: missing, expected {v}" for k, v in kept.items() if k not in got]
-    problems += [f"{k}: returned {got[k]}, expected dropped" for k in got if k not in kept]
+    problems = [f"{k}: missing, expected {v}" for k, v in want.items() if k not in got]
+    problems += [f"{k}: returned {v}, not asked for" for k, v in got.items() if k not in want]
     problems += [
-        f"{k}: returned {got[k]}, expected {v}" for k, v in kept.items() if k in got and got[k] != v
+        f"{k}: returned {got[k]}, expected {v}" for k, v in want.items() if k in got and got[k] != v
     ]
     return problems
 
@@ -516,9 +526,11 @@ def test_each_view_is_point_in_time_correct(
 
     assert mismatches(got, want) == []
     assert_no_leak(training, [view], got)
-    # The rule is exercised both ways: values found, rows without an earlier row.
-    assert sum(v is not DROPPED and v[0] is not None for v in want.values()) > 100
-    assert any(v is DROPPED for v in want.values())
+    # Both sides of the rule are exercised: values found, and nulls for users whose rows in
+    # this view all come later (or, for the signal, are older than the TTL).
+    users = {r["user_id"] for r in training["rows"][view.name]}
+    assert sum(v[0] is not None for v in want.values()) > 100
+    assert sum(v[0] is None and user in users for (user, _), v in want.items()) > 10
 
 
 def test_search_values_follow_the_produced_events(training: dict, entities: pd.DataFrame) -> None:
@@ -529,68 +541,57 @@ def test_search_values_follow_the_produced_events(training: dict, entities: pd.D
         training["events"]
     ).items():
         searches[user].append((at_ms, (event_id, query, city, guests)))
+    ttl_ms = SEARCH_TTL // MS
     checked = 0
     for user, stamp in zip(entities["user_id"], entities["event_timestamp"], strict=True):
         at_ms = stamp.value // 1_000_000
-        ttl_ms = SEARCH.ttl // MS
         live = [s for s in searches.get(user, []) if at_ms - ttl_ms <= s[0] <= at_ms]
         key = (int(user), stamp.value)
-        if live:
-            assert got[key] == max(live)[1], key
-            checked += 1
-        elif user in searches:
-            assert key not in got, key  # a user with searches, none live: Feast drops the row
-        else:
-            assert got[key] == (None,) * 4, key
+        assert got[key] == (max(live)[1] if live else (None,) * 4), key
+        checked += bool(live)
     assert checked > 100
 
 
 def test_one_training_set_over_every_view(training: dict, entities: pd.DataFrame) -> None:
-    """Signal, session and segment features in one call; a row any view drops is left out."""
+    """Signal, session and segment features in one call, each view joined on its own."""
     want = expected(training, VIEWS, entities)
     got = returned(training["feast"], VIEWS, entities)
 
     assert mismatches(got, want) == []
     assert_no_leak(training, VIEWS, got)
-    assert sum(v is not DROPPED for v in want.values()) > 100
+    # Rows where some views have values and others not: one view's gap empties no other.
+    starts = [0, *np.cumsum([len(v.features) for v in VIEWS])[:-1]]
+    mixed = [v for v in want.values() if len({v[i] is None for i in starts}) == 2]
+    assert len(mixed) > 50
 
 
-def test_entity_rows_without_earlier_data(training: dict) -> None:
-    """Users with no data get nulls; a user whose data all comes later is left out.
+def test_entity_rows_without_earlier_data_get_nulls(training: dict) -> None:
+    """Before a user's first row, past the TTL, and for users with no data: nulls, not gaps.
 
-    Feast 0.67's file offline store joins each entity row to all of the user's rows, then
-    filters them by time: a user with no rows keeps one null row, a user whose rows are all
-    later (or older than the TTL) keeps none, so the entity row disappears.
+    Feast's stock ``file`` offline store (0.67) drops the first two kinds of row from the
+    result instead; this is the case that tells the two apart.
     """
     store = training["feast"]
-    first = min(r["event_ts"] for r in training["rows"]["search"] if r["user_id"] == ACTIVE[0])
-    last_once = max(
-        r["event_ts"] for r in training["rows"]["search"] if r["user_id"] == SEARCH_ONCE
-    )
+    rows = training["rows"]["search"]
+    first = min(r["event_ts"] for r in rows if r["user_id"] == ACTIVE[0])
+    last_once = max(r["event_ts"] for r in rows if r["user_id"] == SEARCH_ONCE)
 
     def city_at(user: int, at: datetime) -> str:
-        rows = training["rows"]["search"]
         return next(r["city"] for r in rows if r["user_id"] == user and r["event_ts"] == at)
 
+    asked = [
+        (ACTIVE[0], first - MS, None),  # the user's searches all come later
+        (ACTIVE[0], first, city_at(ACTIVE[0], first)),
+        (NO_DATA[0], first - MS, None),  # no data at all
+        (SEARCH_ONCE, last_once + SEARCH_TTL, city_at(SEARCH_ONCE, last_once)),  # TTL's end
+        (SEARCH_ONCE, last_once + SEARCH_TTL + MS, None),  # expired
+    ]
     entities = pd.DataFrame(
-        {
-            "user_id": [ACTIVE[0], ACTIVE[0], NO_DATA[0], SEARCH_ONCE, SEARCH_ONCE],
-            "event_timestamp": [
-                first - MS,  # before the user's first search
-                first,
-                first - MS,
-                last_once + SEARCH.ttl,  # the TTL includes its end
-                last_once + SEARCH.ttl + MS,
-            ],
-        }
+        {"user_id": [a[0] for a in asked], "event_timestamp": [a[1] for a in asked]}
     )
     found = store.get_historical_features(entities, ["search:city"]).to_df()
-    cities = {
-        (u, pd.Timestamp(t).to_pydatetime()): plain(c)
+    cities = sorted(
+        (u, pd.Timestamp(t).to_pydatetime(), plain(c))
         for u, t, c in found[["user_id", "event_timestamp", "city"]].itertuples(index=False)
-    }
-    assert cities == {
-        (ACTIVE[0], first): city_at(ACTIVE[0], first),
-        (NO_DATA[0], first - MS): None,
-        (SEARCH_ONCE, last_once + SEARCH.ttl): city_at(SEARCH_ONCE, last_once),
-    }
+    )
+    assert cities == sorted(asked, key=lambda a: (a[0], a[1]))
