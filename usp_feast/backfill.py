@@ -303,7 +303,7 @@ class SignalBackfill:
         source: str | None = None,
         report: bool = True,
     ) -> None:
-        from feast import FeatureStore
+        from feast import FeatureStore, FileSource
 
         import usp_feast.compile  # noqa: F401 (silences Feast's alpha warning on registry loads)
         from usp_feast.contracts import Contract
@@ -336,6 +336,8 @@ class SignalBackfill:
         self.kinds = signal_kinds(view)
         self.retention: timedelta | None = retention_of(view)
         self.store = store_from_config(FeatureStore(repo_path=str(self.repo)).config)
+        if not isinstance(view.batch_source, FileSource):
+            raise BackfillError(f"{spec.name}: the offline source must be a FileSource")
         self.offline_folder = self._resolve(view.batch_source.path)
         self.work_dir = self._resolve(config.work_dir)
         self.fingerprint = self._fingerprint(transform)

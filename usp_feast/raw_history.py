@@ -120,6 +120,7 @@ def find_units(source: str | Path, start: datetime, end: datetime) -> list[Histo
 
 def _expand(source: str) -> list[Path]:
     path = Path(source)
+    found: Iterable[Path]
     if path.is_dir():
         found = path.rglob("*.parquet")
     elif path.is_file():

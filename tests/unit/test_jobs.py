@@ -20,6 +20,7 @@ from usp_feast.jobs import (
     config_file,
     load_job_config,
     parse_job_config,
+    render_backfill_configs,
     render_job_configs,
     session_job_config,
 )
@@ -79,6 +80,10 @@ def test_rendering_is_deterministic_and_matches_the_checked_in_files() -> None:
     assert render_job_configs(definitions) == render_job_configs(definitions)
     for name, text in render_job_configs(definitions).items():
         assert (ROOT / "streaming" / name).read_text() == text, f"streaming/{name} is stale"
+    backfills = render_backfill_configs(definitions)
+    assert sorted(backfills) == sorted(p.name for p in (ROOT / "backfill").glob("*.json"))
+    for name, text in backfills.items():
+        assert (ROOT / "backfill" / name).read_text() == text, f"backfill/{name} is stale"
 
 
 def test_generate_check_fails_on_a_stale_file_and_generate_fixes_it(tmp_path: Path) -> None:
@@ -99,6 +104,13 @@ def test_generate_check_fails_on_a_stale_file_and_generate_fixes_it(tmp_path: Pa
     assert "view.json" in stale.output and "usp generate" in stale.output
     assert runner.invoke(main, ["generate", *args]).exit_code == 0
     assert runner.invoke(main, ["generate", "--check", *args]).exit_code == 0
+    # Backfill configs (beside the repository) are checked the same way.
+    backfill = tmp_path / "backfill" / "search.json"
+    backfill.write_text(backfill.read_text().replace("50000", "7"))
+    stale = runner.invoke(main, ["generate", "--check", *args])
+    assert stale.exit_code == 1 and "backfill/search.json" in stale.output
+    assert runner.invoke(main, ["generate", *args]).exit_code == 0
+    assert json.loads(backfill.read_text())["batch_rows"] == 50_000
 
 
 def test_a_session_config_names_its_input_and_output_topics() -> None:
