@@ -113,8 +113,8 @@ class ComputedUnit:
         rejects: Records that failed the contract or the transform.
         events: The records that parsed as JSON objects (for the validation report).
         read: Records read.
-        outside: Valid records whose event time is outside the range (not processed further).
-        dropped: Valid events the transform dropped.
+        outside: Records whose event time is outside the range (whatever became of them).
+        dropped: Valid events in the range that the transform dropped.
     """
 
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -152,7 +152,10 @@ def compute_unit(
                 else:
                     unit.outside += 1
             elif outcome is None:
-                unit.dropped += 1
+                if _time_in(raw, window) is False:
+                    unit.outside += 1
+                else:
+                    unit.dropped += 1
             elif window.contains(outcome.row["event_ts"]):
                 unit.rows[outcome.row["event_id"]] = outcome.row
             else:

@@ -151,7 +151,9 @@ def _moment(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # Without a zone the text is UTC, as everywhere in the store (never the host's zone).
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     return from_micros(int(value * 1_000_000))
 
 

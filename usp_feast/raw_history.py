@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import glob
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -44,6 +45,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from usp_feast.offline import part_files
 from usp_feast.processing import SourcePosition
 from usp_feast.traffic import RawEvent
 
@@ -109,7 +111,10 @@ def find_units(source: str | Path, start: datetime, end: datetime) -> list[Histo
         day = _partition_day(path)
         if day is None:
             lone.append(HistoryUnit(name=str(path), files=(path,)))
-        elif start.date() <= day and datetime.combine(day, datetime.min.time(), UTC) < end:
+        elif (
+            start.astimezone(UTC).date() <= day
+            and datetime.combine(day, datetime.min.time(), UTC) < end
+        ):
             by_day[day].append(path)
     dated = [
         HistoryUnit(name=f"date={day.isoformat()}", files=tuple(paths), day=day)
@@ -119,16 +124,22 @@ def find_units(source: str | Path, start: datetime, end: datetime) -> list[Histo
 
 
 def _expand(source: str) -> list[Path]:
+    """Parquet files of a folder, a file or a glob, minus those still being written.
+
+    Writers put unfinished files under hidden names or folders (``.part-…``, Spark's
+    ``_temporary/``): any name below the source's fixed part that starts with ``.`` or ``_``.
+    """
     path = Path(source)
-    found: Iterable[Path]
-    if path.is_dir():
-        found = path.rglob("*.parquet")
-    elif path.is_file():
-        found = iter([path])
-    else:
-        found = (Path(p) for p in glob.glob(source, recursive=True))
-    # Hidden files are parts still being written (see usp_feast.offline).
-    return sorted(p for p in found if p.is_file() and not p.name.startswith((".", "_")))
+    if path.is_dir() or path.is_file():
+        return part_files(path)
+    fixed = Path(*[p for p in itertools.takewhile(lambda p: not glob.has_magic(p), path.parts)])
+    found = (Path(p) for p in glob.glob(source, recursive=True))
+    return sorted(
+        p
+        for p in found
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(fixed).parts)
+    )
 
 
 def _partition_day(path: Path) -> date | None:
