@@ -52,6 +52,8 @@ def make_repo(root: Path, project: str, prefix: str) -> Path:
     for signal_file in (repo / "signals").glob("*.yaml"):
         if signal_file.name != "search.yaml":
             signal_file.unlink()  # one signal job: the one being measured
+    for derived in ("joins", "segments", "sessions"):
+        shutil.rmtree(repo / derived, ignore_errors=True)  # they read the signals just removed
     text = (repo / "signals" / "search.yaml").read_text()
     (repo / "signals" / "search.yaml").write_text(
         text.replace("topic: events.", f"topic: {prefix}events.")

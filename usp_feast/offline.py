@@ -72,23 +72,30 @@ class ParquetParts:
         self.folder = folder
         self.schema = schema
         self.time_column = time_column
-        self._pending: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        self._pending: dict[str, list[pa.Table]] = defaultdict(list)
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Buffer rows (values as Python objects matching the schema) until :meth:`flush`."""
+        """Buffer rows (values as Python objects matching the schema) until :meth:`flush`.
+
+        Rows become Arrow columns here, in the caller's thread (a job's background store
+        writer), so the flush before a checkpoint barrier only writes files.
+        """
+        by_day: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         for row in rows:
             moment: datetime = row[self.time_column]
-            self._pending[moment.date().isoformat()].append(row)
+            by_day[moment.date().isoformat()].append(row)
+        for day, day_rows in by_day.items():
+            self._pending[day].append(pa.Table.from_pylist(day_rows, schema=self.schema))
 
     def flush(self) -> list[Path]:
         """Write what is buffered, one new file per event date; returns the files written."""
         written = []
         stamp = int(datetime.now().timestamp() * 1000)  # noqa: DTZ005 (a name, not a time)
-        for day, rows in sorted(self._pending.items()):
+        for day, tables in sorted(self._pending.items()):
             folder = self.folder / day
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-            table = pa.Table.from_pylist(list(rows), schema=self.schema)
+            table = pa.concat_tables(tables)
             # Written under a hidden name (readers skip names starting with ".") and renamed,
             # so a reader never sees half a file.
             partial = folder / f".{path.name}"
