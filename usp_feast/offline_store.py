@@ -70,6 +70,17 @@ def _read_parts(data_source: Any, repo_path: str) -> Any:
     return ibis.read_parquet([str(path) for path in files], union_by_name=True)
 
 
+def _ibis_io(config: Any) -> dict[str, Any]:
+    """How Feast's ibis joins read and write here: DuckDB's, with the part-file reader."""
+    options = config.offline_store
+    return {
+        "data_source_reader": _read_parts,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": options.staging_location,
+        "staging_location_endpoint_override": options.staging_location_endpoint_override,
+    }
+
+
 class PartitionedParquetOfflineStore(DuckDBOfflineStore):
     """DuckDB point-in-time joins over partitioned Parquet part files."""
 
@@ -93,10 +104,7 @@ class PartitionedParquetOfflineStore(DuckDBOfflineStore):
             registry=registry,
             project=project,
             full_feature_names=full_feature_names,
-            data_source_reader=_read_parts,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config),
             filter_by_created_timestamp=filter_by_created_timestamp,
         )
 
@@ -121,10 +129,7 @@ class PartitionedParquetOfflineStore(DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
-            data_source_reader=_read_parts,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config),
         )
 
     @staticmethod
@@ -148,8 +153,5 @@ class PartitionedParquetOfflineStore(DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
-            data_source_reader=_read_parts,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config),
         )
