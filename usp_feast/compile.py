@@ -24,7 +24,6 @@ from feast.types import Array, Bool, FeastType, Float64, Int64, String, UnixTime
 from usp_feast.aggregates import AggregateSpec
 from usp_feast.definitions import Definitions, load_definitions
 from usp_feast.durations import format_duration
-from usp_feast.offline import CREATED_COLUMN
 from usp_feast.online_store import RETENTION_TAG
 from usp_feast.query_features import StoreAddress, history_function, history_source
 from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, SignalDefinition
@@ -110,8 +109,9 @@ def signal_view(spec: SignalDefinition) -> tuple[Any, Any, SignalView]:
         name=f"{spec.name}_source",
         path=f"data/signals/{spec.name}",
         timestamp_field="event_ts",
-        created_timestamp_column=CREATED_COLUMN,
-        description=f"Offline rows of signal {spec.name}: one per version, newest created wins",
+        # Rows are versions (column created_ts); the offline store reads each event's newest
+        # (usp_feast.offline_store). Not declared here: Feast would demand it in every push.
+        description=f"Offline rows of signal {spec.name}: one per version, the newest is read",
     )
     schema = [Field(name="event_id", dtype=String)] + [
         Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind in spec.fields.items()

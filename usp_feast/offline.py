@@ -10,9 +10,9 @@ the offline store get the same values twice at the same time, which a point-in-t
 resolves to the same answer.
 
 A signal's offline rows carry ``created_ts``, the processing time of the version they record
-(the same version the versioned store holds). Feast's point-in-time join breaks ties between
-rows of equal event time by the newest ``created_ts``, so a corrected value written by a backfill
-wins over the stream's original, in training sets as in online reads.
+(the same version the versioned store holds). The offline store reads each event's newest
+version only (:mod:`usp_feast.offline_store`), so a corrected value written by a backfill
+replaces the stream's original in training sets, as it does in online reads.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 CREATED_COLUMN = "created_ts"
-"""Processing time of the version an offline row records (Feast's created timestamp)."""
+"""Processing time of the version an offline row records; the newest version is read."""
 
 _MOMENT = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -173,8 +173,8 @@ def latest_offline_versions(
 ) -> dict[str, OfflineVersion]:
     """The newest offline version of every event in the given ``YYYY-MM-DD`` partitions.
 
-    What a point-in-time join resolves an event to: of the rows with one ``event_id``, the one
-    with the newest ``created_ts``.
+    What the offline store reads for an event: of the rows with one ``event_id``, the one with
+    the newest ``created_ts``.
     """
     files = [
         str(path) for day in days if (folder / day).is_dir() for path in part_files(folder / day)

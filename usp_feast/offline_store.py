@@ -5,7 +5,11 @@
 one change, how a ``FileSource`` is read: its path, relative to the repository (as Feast's
 ``file`` store resolves it, whatever the working directory), names a folder whose
 ``<date>/part-*.parquet`` files are read together; files still being written (hidden names)
-are skipped.
+are skipped; and where the rows are versions (a ``created_ts`` column beside ``event_id``, as in
+signal views), only each event's newest version is read. That is the versioned store's read rule
+(:func:`usp_feast.versions.collapse_versions`), so a backfilled correction replaces the value it
+corrects in training sets. The view itself declares no ``created_timestamp_column``: Feast would
+then require that column in every ``FeatureStore.push`` DataFrame.
 
 Why not Feast's ``file`` store: with feast 0.67.0 its Dask join silently drops an entity row
 when a view has rows for that user but none at or before the row's time (or none within the
@@ -13,9 +17,7 @@ TTL), drops it from the whole result when several views are asked for, raises
 "Divisions calculation failed for non-numeric column 'event_ts'" on some views, and loses the
 ``created_timestamp_column`` tie-break (an unstable sort), so a corrected row does not reliably
 win. Every real training set meets the first; corrections meet the last. The DuckDB join keeps
-every entity row (nulls where nothing is known yet), breaks ties between versions of equal event
-time by ``created_timestamp_column``, and honours ``filter_by_created_timestamp`` (a training set
-"as of" what was known at each row's time). tests/e2e/test_training_sets.py checks it.
+every entity row (nulls where nothing is known yet). tests/e2e/test_training_sets.py checks it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from feast.infra.offline_stores.ibis import (
     pull_latest_from_table_or_query_ibis,
 )
 
-from usp_feast.offline import part_files
+from usp_feast.offline import CREATED_COLUMN, part_files
 
 __all__ = [
     "OfflineSourceError",
@@ -67,7 +69,15 @@ def _read_parts(data_source: Any, repo_path: str) -> Any:
         raise OfflineSourceError(
             f"{data_source.name}: no offline rows under {folder} yet; run its job or a backfill"
         )
-    return ibis.read_parquet([str(path) for path in files], union_by_name=True)
+    table = ibis.read_parquet([str(path) for path in files], union_by_name=True)
+    if CREATED_COLUMN in table.columns and "event_id" in table.columns:
+        # A signal's rows are versions: keep each event's newest, as readers of the store do.
+        newest = ibis.row_number().over(
+            group_by=[table.event_id], order_by=[ibis.desc(table[CREATED_COLUMN])]
+        )
+        table = table.mutate(_version_rank=newest)
+        table = table.filter(table._version_rank == 0).drop("_version_rank")
+    return table
 
 
 def _ibis_io(config: Any) -> dict[str, Any]:
