@@ -17,18 +17,18 @@ import argparse
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 
 def moment(text: str) -> datetime:
-    """A date (midnight UTC) or an ISO-8601 time with a zone."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        if len(text) > 10:
-            raise argparse.ArgumentTypeError(f"{text!r} needs a timezone, e.g. Z")
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    """A range bound for argparse (see :func:`usp_feast.backfill.parse_bound`)."""
+    from usp_feast.backfill import BackfillError, parse_bound
+
+    try:
+        return parse_bound(text)
+    except BackfillError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main() -> int:

@@ -66,6 +66,7 @@ __all__ = [
     "compute_unit",
     "new_offline_rows",
     "new_store_rows",
+    "parse_bound",
     "stored_fields",
     "unit_rows",
 ]
@@ -77,6 +78,31 @@ _WRITE_CHUNK = 20_000
 
 class BackfillError(ValueError):
     """A backfill that cannot start; the message says what to fix."""
+
+
+def parse_bound(text: str) -> datetime:
+    """A range bound as users type it: a date (midnight UTC) or an ISO-8601 time with a zone.
+
+    Example:
+        >>> parse_bound("2026-11-01").isoformat()
+        '2026-11-01T00:00:00+00:00'
+        >>> parse_bound("2026-11-01T10:00")
+        Traceback (most recent call last):
+        ...
+        usp_feast.backfill.BackfillError: '2026-11-01T10:00' needs a timezone, e.g. Z
+
+    Raises:
+        BackfillError: Not a date or time, or a time without a zone.
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BackfillError(f"{text!r} is not a date or ISO-8601 time") from None
+    if moment.tzinfo is None:
+        if len(text) > 10:
+            raise BackfillError(f"{text!r} needs a timezone, e.g. Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -306,7 +332,7 @@ class SignalBackfill:
         source: str | None = None,
         report: bool = True,
     ) -> None:
-        from feast import FeatureStore, FileSource
+        from feast import FileSource
 
         import usp_feast.compile  # noqa: F401 (silences Feast's alpha warning on registry loads)
         from usp_feast.contracts import Contract
@@ -338,7 +364,7 @@ class SignalBackfill:
         self.features = [f.name for f in view.features]
         self.kinds = signal_kinds(view)
         self.retention: timedelta | None = retention_of(view)
-        self.store = store_from_config(FeatureStore(repo_path=str(self.repo)).config)
+        self.store = store_from_config(self.sink.store.config)
         if not isinstance(view.batch_source, FileSource):
             raise BackfillError(f"{spec.name}: the offline source must be a FileSource")
         self.offline_folder = self._resolve(view.batch_source.path)

@@ -397,20 +397,13 @@ def serve(repo: Path, host: str, port: int, workers: int) -> None:
 
 
 def _moment(value: str, option: str) -> datetime:
-    """A ``--start``/``--end`` value: a date (midnight UTC) or an ISO-8601 time with a zone."""
-    from datetime import UTC
+    """A ``--start``/``--end`` value (see :func:`usp_feast.backfill.parse_bound`)."""
+    from usp_feast.backfill import BackfillError, parse_bound
 
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date or ISO-8601 time", param_hint=option
-        ) from None
-    if moment.tzinfo is None:
-        if len(value) > 10:
-            raise click.BadParameter(f"{value!r} needs a timezone, e.g. Z", param_hint=option)
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        return parse_bound(value)
+    except BackfillError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def _backfill_job(

@@ -46,8 +46,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from usp_feast.offline import part_files
+from usp_feast.pipeline import RejectedEvent, parse_event_time
 from usp_feast.processing import SourcePosition
 from usp_feast.traffic import RawEvent
+from usp_feast.versions import iso_micros, to_micros
 
 __all__ = [
     "HistoryError",
@@ -195,22 +197,16 @@ def _archive_records(batch: pa.RecordBatch, path: Path, first_row: int) -> list[
 
 
 def _column_records(batch: pa.RecordBatch, path: Path, first_row: int) -> list[RawRecord]:
-    option = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
     records = []
     for index, row in enumerate(batch.to_pylist()):
         event = {name: _json_value(value) for name, value in row.items() if value is not None}
-        records.append(
-            (orjson.dumps(event, option=option), SourcePosition(str(path), 0, first_row + index))
-        )
+        records.append((orjson.dumps(event), SourcePosition(str(path), 0, first_row + index)))
     return records
 
 
 def _json_value(value: Any) -> Any:
-    # A timestamp column holds what producers send as ISO-8601 text with milliseconds.
-    if isinstance(value, datetime):
-        moment = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
-    return value
+    # A timestamp column holds what producers send as ISO-8601 UTC text.
+    return iso_micros(to_micros(value)) if isinstance(value, datetime) else value
 
 
 def write_history(
@@ -252,14 +248,10 @@ def write_history(
 
 
 def _event_time(payload: dict[str, Any]) -> datetime | None:
-    value = payload.get("event_ts")
-    if not isinstance(value, str):
-        return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parse_event_time(payload.get("event_ts"))
+    except RejectedEvent:
         return None
-    return moment.astimezone(UTC) if moment.tzinfo else None
 
 
 def _write_part(
