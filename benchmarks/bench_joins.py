@@ -143,7 +143,7 @@ def throughput(bench: Bench, count: int) -> dict:
 
 def _checkpoint_bytes(folder: Path) -> int | None:
     """Bytes of the job's newest completed checkpoint (incremental: the files it refers to)."""
-    from usp_feast.flink import latest_checkpoint
+    from usp_feast.job_metrics import latest_checkpoint
 
     newest = latest_checkpoint(folder)
     if newest is None:

@@ -14,7 +14,7 @@ PY=.venv/bin/python
 benchmarks/setup.sh || { echo "benchmarks/setup.sh failed: wrk is needed by bench_http" >&2; exit 1; }
 
 failed=()
-for name in write online_read recent http query backfill; do
+for name in write online_read recent http query job_metrics backfill; do
     echo "== bench_${name} $*" >&2
     if "$PY" "benchmarks/bench_${name}.py" "$@" >"$OUT/${name}.json"; then
         echo "   -> $OUT/${name}.json" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything usp-feast needs on this machine: a Java 17 JDK and redis-server (system
-# packages), the .venv with the pinned dependencies, usp-feast itself in editable mode, the Flink
-# Kafka connector jars, and the project's Flink operators (java/, compiled into a jar).
+# Set up everything usp-feast needs on this machine: a Java 17 JDK, redis-server, chromium and
+# prometheus (system packages), the .venv with the pinned dependencies, usp-feast itself in
+# editable mode, the Flink Kafka connector jars, and the project's Flink operators (java/,
+# compiled into a jar).
 #
 # Idempotent: a second run checks and skips, and takes seconds. The dependency install is skipped
 # while .venv/.usp-installed holds the hash of requirements/ and pyproject.toml.
@@ -47,9 +48,17 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
     missing+=(redis-server)
 fi
+# Debian's browser for the explorer's browser tests (Playwright drives it; it downloads none).
+if ! command -v chromium >/dev/null 2>&1; then
+    missing+=(chromium)
+fi
+# Prometheus and promtool: the tests load the generated rules into a real Prometheus.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    missing+=(prometheus)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    step "system packages: java $java_version and redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2) present"
+    step "system packages: java $java_version, redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2), chromium and prometheus present"
 else
     step "system packages: installing ${missing[*]} with apt-get"
     if [ "$(id -u)" -eq 0 ]; then

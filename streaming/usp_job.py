@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
+import signal
 import site
+import socket
+import sys
 from pathlib import Path
 
 
@@ -32,6 +36,19 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=Path("feature_repo"))
     parser.add_argument("--checkpoints", type=Path, default=None)
     parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("USP_METRICS_PORT", "0")),
+        help="port of the job's Prometheus endpoint (default $USP_METRICS_PORT, else a free one)",
+    )
+    parser.add_argument(
+        "--flink-metrics-port",
+        type=int,
+        default=int(os.environ.get("USP_FLINK_METRICS_PORT", "0")),
+        help="port of Flink's own Prometheus reporter (default $USP_FLINK_METRICS_PORT, else "
+        "a free one)",
+    )
     args = parser.parse_args()
     repo = args.repo.resolve()
     # Thread mode runs Python inside the JVM, which PyFlink starts on first use: this
@@ -43,22 +60,58 @@ def main() -> None:
         [*site.getsitepackages(), str(package_root), str(repo)]
     )
 
-    from usp_feast import devstack
-    from usp_feast.flink import JobRuntime, build_job
+    from usp_feast import devstack, job_metrics, job_status
+    from usp_feast.flink import JobRuntime, build_job, prometheus_reporter_jar
     from usp_feast.jobs import load_job_config
+    from usp_feast.metric_names import job_name, job_part
 
     configs = [load_job_config(path) for path in args.configs]
-    name = "+".join(c.signal if c.kind == "signal" else c.name for c in configs)
+    name = job_name(job_part(c.kind, c.definition) for c in configs)
     checkpoints = args.checkpoints or devstack.state_dir() / "checkpoints" / name
     checkpoints.mkdir(parents=True, exist_ok=True)
+    flink_port = args.flink_metrics_port or _free_port()
     runtime = JobRuntime(
         repo=repo,
         bootstrap_servers=devstack.endpoints().kafka,
         checkpoint_dir=checkpoints,
         parallelism=args.parallelism,
+        flink_metrics_port=flink_port,
+    )
+    # The local mini-cluster loads no plugins/ folder: Flink's Prometheus reporter has to be
+    # on the JVM's class path, and PyFlink's gateway appends $HADOOP_CLASSPATH to it.
+    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(
+        p for p in (os.environ.get("HADOOP_CLASSPATH"), str(prometheus_reporter_jar())) if p
     )
     logging.basicConfig(level=logging.WARNING)
-    build_job(configs, runtime).execute(f"usp: {name}")
+    # The job's Python steps run in the JVM PyFlink starts next, which inherits this
+    # environment: they serve their metrics on this port (usp_feast.job_metrics).
+    port = args.metrics_port or _free_port()
+    os.environ[job_metrics.ENV] = json.dumps(
+        {"job": name, "port": port, "bootstrap": runtime.bootstrap_servers,
+         "checkpoints": str(checkpoints.resolve())}
+    )  # fmt: skip
+    record = job_status.JobRecord(
+        job=name,
+        pid=os.getpid(),
+        metrics_url=f"http://127.0.0.1:{port}/metrics",
+        flink_metrics_url=f"http://127.0.0.1:{flink_port}/metrics",
+        started_at=job_status.started_now(),
+        pipelines=job_status.pipelines_of(configs),
+        checkpoint_dir=str(checkpoints.resolve()),
+    )
+    job_status.register_job(record)
+    # `usp run` stops a job with SIGTERM: exit through Python so the record is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        build_job(configs, runtime).execute(f"usp: {name}")
+    finally:
+        job_status.unregister_job(name, record.pid)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 if __name__ == "__main__":

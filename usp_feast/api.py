@@ -1,11 +1,13 @@
 """HTTP query API (DESIGN.md section 7), a thin layer over :class:`SignalClient`.
 
 Every bad request gets a 4xx with a one-line ``detail``; Redis being down is a 503; nothing the
-caller sends produces a 500.
+caller sends produces a 500. The same app serves the signals explorer (``/explorer/``), static
+pages that read only the routes below (docs/explorer.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -23,9 +25,11 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
 
-from usp_feast.durations import DurationError, parse_duration
+from usp_feast.durations import DurationError, format_duration, parse_duration
+from usp_feast.job_status import JobMonitor
 from usp_feast.query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -37,9 +41,10 @@ from usp_feast.query import (
     UnknownSignalError,
 )
 from usp_feast.segments import iso_ms
+from usp_feast.spec import JoinSignalSpec, SegmentSpec, SessionEngagementSpec, SignalSpec
 from usp_feast.store import StoreUnavailableError
 
-__all__ = ["ApiError", "create_app", "create_app_from_env"]
+__all__ = ["ApiError", "create_app", "create_app_from_env", "definitions_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +69,20 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def create_app(client: SignalClient) -> FastAPI:
+def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastAPI:
     """Build the API application for one repository's client.
+
+    Args:
+        client: The repository's query client (its definitions too).
+        monitor: Samples the running jobs for ``/v1/jobs``; by default one reading the local
+            state directory's job registry.
 
     Example:
         >>> app = create_app(SignalClient.from_repo(repo_path))
         >>> for path in sorted(r.path for r in app.routes if r.path.startswith("/v1")):
         ...     print(path)
+        /v1/definitions
+        /v1/jobs
         /v1/segments/{segment}/members
         /v1/users/{user_id}/aggregates
         /v1/users/{user_id}/segments
@@ -81,6 +93,9 @@ def create_app(client: SignalClient) -> FastAPI:
 
     """
     app = FastAPI(title="usp-feast query API", version="1", docs_url="/docs", redoc_url=None)
+    monitor = JobMonitor() if monitor is None else monitor
+    # One sample at a time: the monitor keeps the previous one to compute rates.
+    sampling = asyncio.Lock()
     registry = CollectorRegistry()
     requests = Counter(
         "usp_http_requests", "HTTP requests served", ["route", "status"], registry=registry
@@ -236,6 +251,28 @@ def create_app(client: SignalClient) -> FastAPI:
 
         return await answer(request, "segment_members", _MEMBERS_PARAMS, compute)
 
+    catalog = definitions_body(client)  # the client's definitions are fixed for its life
+
+    async def definitions(request: Request) -> Response:
+        async def compute(_: None, params: Any) -> dict[str, Any]:
+            return catalog
+
+        return await answer(request, "definitions", (), compute)
+
+    async def jobs(request: Request) -> Response:
+        async def compute(_: None, params: Any) -> dict[str, Any]:
+            # The monitor scrapes each job's endpoint over HTTP: off the event loop.
+            async with sampling:
+                try:
+                    found = await asyncio.to_thread(monitor.sample)
+                except (OSError, ValueError) as exc:  # an unreadable registry or metrics text
+                    logger.warning("job health unavailable: %s", exc)
+                    reason = " ".join(str(exc).split())  # one line, like every detail
+                    raise ApiError(503, f"job health could not be read: {reason}") from None
+            return {"count": len(found), "jobs": [job.to_dict() for job in found]}
+
+        return await answer(request, "jobs", (), compute)
+
     app.router.add_route(
         "/v1/users/{user_id}/signals/{signal}", recent_signals, methods=["GET"], name="signals"
     )
@@ -255,6 +292,15 @@ def create_app(client: SignalClient) -> FastAPI:
     app.router.add_route(
         "/v1/users/{user_id}/sessions/{name}", user_session, methods=["GET"], name="user_session"
     )
+    app.router.add_route("/v1/definitions", definitions, methods=["GET"], name="definitions")
+    app.router.add_route("/v1/jobs", jobs, methods=["GET"], name="jobs")
+    app.mount(
+        "/explorer", StaticFiles(packages=[("usp_feast", "explorer")], html=True), name="explorer"
+    )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/explorer/")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -286,6 +332,53 @@ def create_app(client: SignalClient) -> FastAPI:
         return _json({"detail": detail}, exc.status_code)
 
     return app
+
+
+def definitions_body(client: SignalClient) -> dict[str, Any]:
+    """What ``GET /v1/definitions`` answers: every definition the client serves, by kind.
+
+    Each entry is the definition as its YAML file gives it (durations as text like ``30d``)
+    plus what the platform derives from it: topics, Feast names, the online TTL in force.
+    """
+    signals: list[dict[str, Any]] = []
+    joins: list[dict[str, Any]] = []
+    for name in client.signals:
+        spec = client.spec(name)
+        body = {
+            **spec.model_dump(mode="json"),
+            "fields": dict(spec.fields),
+            "online_ttl": format_duration(spec.online_ttl),
+            "topics_read": list(spec.topics_read),
+            "signal_topic": spec.signal_topic,
+            "dead_letter_topic": spec.dead_letter_topic,
+            "push_source": spec.push_source,
+        }
+        if isinstance(spec, JoinSignalSpec):
+            joins.append({"kind": "join", **body, "summary": spec.describe()})
+        elif isinstance(spec, SignalSpec):
+            signals.append({"kind": "signal", **body})
+    segments = [_segment_body(client.segment_spec(name)) for name in client.segment_names]
+    sessions = [_session_body(client.session_spec(name)) for name in client.session_names]
+    return {"signals": signals, "joins": joins, "segments": segments, "sessions": sessions}
+
+
+def _segment_body(spec: SegmentSpec) -> dict[str, Any]:
+    return {
+        "kind": "segment",
+        **spec.model_dump(mode="json"),
+        "view": spec.view,
+        "topic": spec.topic,
+    }
+
+
+def _session_body(spec: SessionEngagementSpec) -> dict[str, Any]:
+    return {
+        **spec.model_dump(mode="json"),
+        "kind": spec.kind,
+        "summary": spec.describe(),
+        "view": spec.view,
+        "topic": spec.topic,
+    }
 
 
 def create_app_from_env() -> FastAPI:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from usp_feast.backfill import SignalBackfill
     from usp_feast.definitions import JobDefinition
     from usp_feast.query import SessionReport
+    from usp_feast.scaffold import DefinitionKind
 
 __all__ = ["main"]
 
@@ -67,6 +68,108 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--project",
+    help="Feast project name (default: derived from DIRECTORY's name, e.g. my-team -> my_team).",
+)
+def init(directory: Path, project: str | None) -> None:
+    """Create a project in DIRECTORY (new or empty): a feature repository with an example signal.
+
+    DIRECTORY gets feature_repo/ (feature_store.yaml, definitions.py, signals/, transforms/),
+    validation/ (the expectation suites) and a README; `usp generate` later writes streaming/,
+    backfill/ and monitoring/ beside feature_repo/.
+    """
+    from usp_feast.scaffold import (
+        EXAMPLE_SIGNAL,
+        ScaffoldError,
+        check_empty_folder,
+        check_project_name,
+        init_files,
+        project_name,
+        write_files,
+    )
+
+    try:
+        check_empty_folder(directory)
+        name = (
+            check_project_name(project)
+            if project is not None
+            else project_name(directory.resolve().name)
+        )
+        written = write_files(directory, init_files(name))
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(
+        f"\nFeast project {name!r} is ready. Next, in {directory}:\n"
+        "  usp validate              check the definitions\n"
+        "  usp generate              write streaming/, backfill/ and monitoring/\n"
+        "  usp apply                 generate, then register with Feast (feast apply)\n"
+        f"  usp run {EXAMPLE_SIGNAL:17} run the example signal's job (needs `usp dev up`)\n"
+        f"  usp query 42 {EXAMPLE_SIGNAL:12} read user 42's recent events\n"
+        "Add definitions with `usp new signal|segment|session NAME`; see README.md."
+    )
+
+
+@main.group()
+def new() -> None:
+    """Add a definition skeleton that validates as written (then edit it)."""
+
+
+SIGNAL_OPTION = click.option(
+    "--signal",
+    help="The signal it is made over (default: the repository's first signal, by file name).",
+)
+
+
+@new.command("signal")
+@click.argument("name")
+@REPO_OPTION
+def new_signal(name: str, repo: Path) -> None:
+    """Add signal NAME: its YAML, a transform class and an expectation suite."""
+    _add_definition("signal", name, repo, None)
+
+
+@new.command("segment")
+@click.argument("name")
+@SIGNAL_OPTION
+@REPO_OPTION
+def new_segment(name: str, signal: str | None, repo: Path) -> None:
+    """Add segment NAME: a live cohort that a signal's events put users in."""
+    _add_definition("segment", name, repo, signal)
+
+
+@new.command("session")
+@click.argument("name")
+@SIGNAL_OPTION
+@REPO_OPTION
+def new_session(name: str, signal: str | None, repo: Path) -> None:
+    """Add session engagement NAME: per-visit aggregates of a signal's events."""
+    _add_definition("session", name, repo, signal)
+
+
+def _add_definition(kind: DefinitionKind, name: str, repo: Path, signal: str | None) -> None:
+    from usp_feast.scaffold import ScaffoldError, plan_definition, write_files
+
+    try:
+        root, files = plan_definition(kind, name, repo, signal=signal)
+        written = write_files(root, files)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        try:
+            shown = path.relative_to(Path.cwd())
+        except ValueError:
+            shown = path
+        click.echo(f"created {shown}")
+    click.echo(
+        f"Next: edit {'them' if len(written) > 1 else 'it'}, then `usp validate --repo {repo}`."
+    )
+
+
 STREAMING_OPTION = click.option(
     "--streaming",
     type=click.Path(file_okay=False, path_type=Path),
@@ -84,18 +187,25 @@ def _streaming_dir(repo: Path, streaming: Path | None) -> Path:
 @STREAMING_OPTION
 @click.option("--check", is_flag=True, help="Exit non-zero if a generated file is stale.")
 def generate(repo: Path, streaming: Path | None, check: bool) -> None:
-    """Generate the streaming and backfill configs of every definition (deterministic)."""
+    """Generate the streaming, backfill and monitoring files of every definition (deterministic)."""
+    _generate(repo, streaming, check)
+
+
+def _generate(repo: Path, streaming: Path | None, check: bool) -> None:
     from usp_feast.definitions import DefinitionError, load_definitions
     from usp_feast.jobs import render_backfill_configs, render_job_configs
+    from usp_feast.monitoring import MonitoringError, by_folder, render_monitoring
     from usp_feast.runner import stale_files, write_files
 
     try:
         definitions = load_definitions(repo)
-    except DefinitionError as exc:
+        monitoring = by_folder(render_monitoring(definitions))
+    except (DefinitionError, MonitoringError) as exc:
         raise click.ClickException(str(exc)) from None
     outputs = {
         _streaming_dir(repo, streaming): render_job_configs(definitions),
         _backfill_dir(repo): render_backfill_configs(definitions),
+        **{_monitoring_dir(repo) / sub: files for sub, files in monitoring.items()},
     }
     if check:
         stale = [path for folder, files in outputs.items() for path in stale_files(files, folder)]
@@ -112,6 +222,47 @@ def generate(repo: Path, streaming: Path | None, check: bool) -> None:
 
 def _backfill_dir(repo: Path) -> Path:
     return repo.resolve().parent / "backfill"
+
+
+def _monitoring_dir(repo: Path) -> Path:
+    return repo.resolve().parent / "monitoring"
+
+
+@main.command()
+@REPO_OPTION
+def apply(repo: Path) -> None:
+    """Generate every definition's files, then register the repository with `feast apply`."""
+    import subprocess
+
+    if not (repo / "feature_store.yaml").is_file():
+        raise click.ClickException(
+            f"{repo} has no feature_store.yaml; pass --repo the feature repository"
+        )
+    click.echo("==> usp generate")
+    try:
+        _generate(repo, None, check=False)
+    except click.ClickException as exc:
+        raise click.ClickException(f"usp generate failed, feast apply not run: {exc}") from None
+    feast = Path(sys.executable).with_name("feast")
+    if not feast.is_file():
+        raise click.ClickException(f"{feast} is missing; run scripts/setup.sh to install Feast")
+    click.echo(f"==> feast apply (in {repo})")
+    # Run as a user runs it, in the repository; its output is passed on as it comes.
+    with subprocess.Popen(
+        [str(feast), "apply"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        for line in process.stdout or ():
+            click.echo(line, nl=False)
+    if process.returncode != 0:
+        raise click.ClickException(
+            f"feast apply failed (exit {process.returncode}; its output is above); "
+            "the generated files are written"
+        )
+    click.echo("applied: generated files written and the repository registered with Feast")
 
 
 @main.command()
@@ -365,6 +516,43 @@ def members(segment: str, limit: int, cursor: str | None, repo: Path) -> None:
             f"\texpires {iso_ms(member.expires_at_ms)}"
         )
     click.echo(f"next cursor: {page.next_cursor}" if page.next_cursor else "(end of listing)")
+
+
+@main.command()
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds per refresh.")
+@click.option("--once", is_flag=True, help="Sample twice, --interval apart, print and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one sample as JSON (implies --once).")
+def status(interval: float, once: bool, as_json: bool) -> None:
+    """Live dashboard of the running jobs: rates, lag, latencies, last checkpoint (Ctrl-C stops).
+
+    Reads each job's own metrics endpoint (the jobs register under the stack's state folder).
+    """
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from usp_feast.job_status import JobMonitor, status_view
+
+    if interval <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--interval")
+    monitor = JobMonitor()
+    monitor.sample()  # rates need a sample before
+    if once or as_json:
+        time.sleep(interval)
+        jobs = monitor.sample()
+        if as_json:
+            click.echo(json.dumps([job.to_dict() for job in jobs], indent=2))
+        else:
+            Console().print(status_view(jobs))
+        return
+    with Live(status_view([]), console=Console(), auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(status_view(monitor.sample()), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command()

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from usp_feast import devstack
 from usp_feast.definitions import Definitions, load_definitions
+from usp_feast.job_status import JobMonitor, status_view
 from usp_feast.kafka_io import producer
 from usp_feast.query import SignalClient
 from usp_feast.runner import ensure_topics, job_command, job_environment, write_configs
@@ -80,6 +81,10 @@ def run_demo(
             start_new_session=True,
         )
     console.print(f"job started (pid {job.pid}, log {log}); producing {rate:.0f} events/s")
+    console.print(
+        "in another terminal: `.venv/bin/usp status` (the job's metrics live), "
+        "`.venv/bin/usp serve` then http://127.0.0.1:8000/ (the signals explorer)"
+    )
     stats = DemoStats()
     stop = threading.Event()
     threads = [
@@ -91,6 +96,8 @@ def run_demo(
     for thread in threads:
         thread.start()
     client = SignalClient.from_repo(repo)
+    monitor = JobMonitor()
+    health = status_view([])
     watched = [1, 2, 3]
     started, started_at = time.monotonic(), datetime.now(UTC)
     deadline = None if duration is None else started + duration
@@ -114,7 +121,9 @@ def run_demo(
                     status = (
                         f"[green]job running; first signal {first_signal_after:.0f} s after start"
                     )
-                live.update(Group(status, tables))
+                if round(elapsed * 2) % 4 == 0:  # the jobs' metrics every 2 s
+                    health = status_view([j for j in monitor.sample() if j.pid == job.pid])
+                live.update(Group(status, tables, health))
                 time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -316,11 +316,19 @@ class OverlappedWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usp-store-writer")
         self._in_flight: Future[None] | None = None
 
-    def submit(self, rows: Sequence[Any]) -> None:
-        """Wait for the previous write, then start writing ``rows`` (nothing for no rows)."""
+    def submit(self, rows: Sequence[Any], then: Callable[[], None] | None = None) -> None:
+        """Wait for the previous write, then start writing ``rows`` (nothing for no rows).
+
+        ``then`` runs in the background once ``rows`` are written (a job measures there).
+        """
         self.settle()
         if rows:
-            self._in_flight = self._pool.submit(self._write, rows)
+            self._in_flight = self._pool.submit(self._write_then, rows, then)
+
+    def _write_then(self, rows: Sequence[Any], then: Callable[[], None] | None) -> None:
+        self._write(rows)
+        if then is not None:
+            then()
 
     def settle(self) -> None:
         """Wait until everything submitted is written; re-raise a failed write's error."""

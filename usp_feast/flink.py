@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
+from usp_feast.job_metrics import latest_checkpoint
 from usp_feast.jobs import (
     AnyJobConfig,
     JobSettings,
@@ -53,6 +55,7 @@ from usp_feast.jobs import (
 )
 
 __all__ = [
+    "PROMETHEUS_REPORTER",
     "RAW_COLUMNS",
     "RECORD_BATCH",
     "RESULT_BATCH",
@@ -62,8 +65,8 @@ __all__ = [
     "java_operator",
     "kafka_rows",
     "kafka_sink",
-    "latest_checkpoint",
     "micro_batches",
+    "prometheus_reporter_jar",
     "raw_batches",
     "unbatch",
 ]
@@ -94,6 +97,14 @@ RAW_COLUMNS = """
   `offset` BIGINT METADATA VIRTUAL,
   `broker_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL"""
 _JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar", "usp-flink-ops.jar")
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
+def prometheus_reporter_jar() -> Path:
+    """Flink's Prometheus reporter, shipped in the PyFlink wheel's ``plugins/`` folder."""
+    import pyflink
+
+    return next(Path(pyflink.__file__).parent.glob("plugins/metrics-prometheus/*.jar"))
 
 
 def jar_paths() -> list[Path]:
@@ -113,14 +124,6 @@ def jar_paths() -> list[Path]:
     return paths
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``folder``."""
-    if not folder.is_dir():
-        return None
-    done = [m.parent for m in folder.glob("*/chk-*/_metadata")]
-    return max(done, key=lambda p: p.stat().st_mtime) if done else None
-
-
 @dataclass(frozen=True)
 class JobRuntime:
     """Deployment facts a job reads at start: never written into generated configs."""
@@ -129,6 +132,8 @@ class JobRuntime:
     bootstrap_servers: str
     checkpoint_dir: Path
     parallelism: int = 1
+    flink_metrics_port: int | None = None
+    """Where Flink's own Prometheus reporter serves (restarts, checkpoints, backpressure)."""
 
 
 def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExecutionEnvironment:
@@ -146,12 +151,17 @@ def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExe
     conf.set_string("python.execution-mode", "thread")
     conf.set_string("python.executable", sys.executable)
     conf.set_string("execution.buffer-timeout.interval", f"{first.buffer_timeout_ms} ms")
-    conf.set_string("execution.checkpointing.dir", runtime.checkpoint_dir.resolve().as_uri())
+    # Not Path.as_uri(): Flink does not undo its percent-encoding, so a job named a+b would
+    # checkpoint into "a%2Bb" and never find that checkpoint again on restart.
+    conf.set_string("execution.checkpointing.dir", f"file://{runtime.checkpoint_dir.resolve()}")
     conf.set_string(
         "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
     )
     conf.set_string("execution.checkpointing.num-retained", "2")
     conf.set_string("restart-strategy.type", "exponential-delay")
+    if runtime.flink_metrics_port is not None:
+        conf.set_string("metrics.reporter.prom.factory.class", PROMETHEUS_REPORTER)
+        conf.set_string("metrics.reporter.prom.port", str(runtime.flink_metrics_port))
     if any(getattr(c, "state_backend", "hashmap") == "rocksdb" for c in configs):
         conf.set_string("state.backend.type", "rocksdb")
         # Each checkpoint uploads only the RocksDB files that changed since the last one.
@@ -324,6 +334,7 @@ class ProcessBatch(MapFunction):
         self.processor: Any = None
         self.sink: Any = None
         self.writer: Any = None
+        self.metrics: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Load the contract and the transform, and connect to the store, once per task."""
@@ -342,6 +353,7 @@ class ProcessBatch(MapFunction):
         self.processor = SignalProcessor(pipeline, contract, self.config.max_event_bytes)
         self.sink = FeastSink(self.repo, self.config.signal, offline=True)
         self.writer = OverlappedWriter(self.sink.write)
+        self.metrics = config_metrics(self.config)
 
     def close(self) -> None:
         """Finish the write in flight and write its offline rows."""
@@ -355,6 +367,7 @@ class ProcessBatch(MapFunction):
 
         topic = self.config.source_topic
         values, partitions, offsets, broker_ms, barrier_follows = value
+        read_at = time.time()
         outcome = self.processor.process_batch(
             (
                 bytes(values[i] or b""),
@@ -364,12 +377,26 @@ class ProcessBatch(MapFunction):
             )
             for i in range(len(values))
         )
-        self.writer.submit(outcome.rows)
+        event_ms = [event_time_ms(row) for row in outcome.rows]
+        metrics, stored = self.metrics, len(outcome.rows)
+        metrics.transformed(len(values), time.time() - read_at)
+        metrics.batch_read(read_at, len(values), event_ms, broker_ms)
+        metrics.dead_letters += len(outcome.dead_letters)
+        self.writer.submit(outcome.rows, then=lambda: metrics.rows_stored(stored, read_at))
         if barrier_follows:
             self.writer.settle()
             self.sink.checkpoint()
         return Row(
             [row_to_json(row).decode() for row in outcome.rows],
-            [event_time_ms(row) for row in outcome.rows],
+            event_ms,
             [letter.to_json().decode() for letter in outcome.dead_letters],
         )
+
+
+def config_metrics(config: AnyJobConfig) -> Any:
+    """The job's metrics of ``config``'s pipeline (:mod:`usp_feast.job_metrics`)."""
+    from usp_feast.job_metrics import pipeline_metrics
+
+    return pipeline_metrics(
+        config.definition, config.kind, config.consumer_group, config.input_topics
+    )

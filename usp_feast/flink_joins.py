@@ -35,6 +35,7 @@ event ids, never duplicates.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -55,6 +56,7 @@ from pyflink.table import StreamTableEnvironment
 from usp_feast.flink import (
     RESULT_BATCH,
     JobRuntime,
+    config_metrics,
     kafka_sink,
     raw_batches,
     unbatch,
@@ -67,6 +69,7 @@ from usp_feast.flink_keyed import (
     aside,
     keep_one_timer,
     keyed_by,
+    stamped,
     store_and_publish,
     timer_for,
 )
@@ -132,7 +135,7 @@ def add_join(
         config,
         runtime,
         name=name,
-        write=WriteJoined(runtime.repo, config.join),
+        write=WriteJoined(runtime.repo, config),
         store_label=f"store join {config.join}",
         output_topic=config.signal_topic,
         late_topic=config.late_topic,
@@ -165,6 +168,7 @@ class ValidateSide(MapFunction):
         self.repo = repo
         self.is_left = is_left
         self.processor: Any = None
+        self.metrics: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Load the side's contract and fields from the definition, once per task."""
@@ -182,6 +186,7 @@ class ValidateSide(MapFunction):
         suite = config.left_suite if self.is_left else config.right_suite
         contract = Contract.load(validation_dir(self.repo) / suite)
         self.processor = SignalProcessor(side, contract, config.max_event_bytes)
+        self.metrics = config_metrics(config)
 
     def map(self, value: Any) -> Row:
         """One MicroBatcher batch in; (keyed events, event ms, dead letters) out."""
@@ -192,6 +197,7 @@ class ValidateSide(MapFunction):
         topic = self.config.left_topic if self.is_left else self.config.right_topic
         tag = "L" if self.is_left else "R"
         values, partitions, offsets, broker_ms, _ = value
+        read_at = time.time()
         events, times, dead_letters = [], [], []
         for i in range(len(values)):
             at = broker_ms[i] if broker_ms[i] >= 0 else None
@@ -212,6 +218,9 @@ class ValidateSide(MapFunction):
                 ]
                 events.append(f"{tag}{key}\x1f{orjson.dumps(held).decode()}")
                 times.append(r.time_ms)
+        self.metrics.transformed(len(values), time.time() - read_at)
+        self.metrics.batch_read(read_at, len(values), times, broker_ms)
+        self.metrics.dead_letters += len(dead_letters)
         return Row(events, times, dead_letters)
 
 
@@ -279,15 +288,13 @@ class JoinEvents(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         """The watermark reached the deadline: emit the joined rows that are due."""
-        import orjson
-
         saved = self.state.value()
         if not saved:
             return
         state, _ = saved
         fired = self.logic.fire(state, timestamp + 1)
         for joined in fired.joined:
-            yield orjson.dumps(joined.to_row(self.right_fields, self.how)).decode()
+            yield stamped(joined.to_row(self.right_fields, self.how))
         for left in fired.dropped:
             self.unmatched.inc()
             reason = (

@@ -19,8 +19,10 @@ so a completed checkpoint never covers an unwritten message.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "CHANGE_BATCH",
     "LATE",
     "MESSAGES",
+    "READ_AT",
     "SIGNAL_ROW",
     "BatchWriter",
     "LateCounter",
@@ -52,6 +55,8 @@ __all__ = [
     "by_user",
     "keep_one_timer",
     "keyed_by",
+    "measured",
+    "stamped",
     "store_and_publish",
     "timer_for",
 ]
@@ -65,6 +70,38 @@ SIGNAL_ROW = Types.ROW([Types.STRING(), Types.STRING()])
 # A writer's output: (topic messages, event ms per message), for the Unbatcher.
 MESSAGES = Types.ROW([Types.LIST(Types.STRING()), Types.LIST(Types.LONG())])
 LATE = OutputTag("late", Types.STRING())
+# A message's field with the time (epoch ms) the keyed step emitted it: the writer measures
+# the job latency from it and drops it before anything is stored or published.
+READ_AT = "_read_ms"
+
+
+def stamped(message: dict[str, Any]) -> str:
+    """``message`` as JSON, stamped with the time it leaves the keyed step (:data:`READ_AT`)."""
+    import orjson
+
+    return orjson.dumps({**message, READ_AT: time.time() * 1000.0}).decode()
+
+
+def measured(
+    step: Callable[[Any, Any, Any], Iterator[Any]],
+) -> Callable[[Any, Any, Any], Iterator[Any]]:
+    """Wrap a keyed ``process_element``: count the input, its event and step latency.
+
+    The function's ``self.metrics`` is its pipeline's metrics; what it sets aside on
+    :data:`LATE` counts as a dead letter.
+    """
+
+    @functools.wraps(step)
+    def process_element(self: Any, value: Any, ctx: Any) -> Iterator[Any]:
+        started = time.time()
+        self.metrics.read_one(started, ctx.timestamp())
+        for out in step(self, value, ctx):
+            if isinstance(out, tuple) and out[0] is LATE:
+                self.metrics.dead_letters += 1
+            yield out
+        self.metrics.transformed(1, time.time() - started)
+
+    return process_element
 
 
 def add_keyed_pipeline(
@@ -260,10 +297,12 @@ class BatchWriter(MapFunction):
     written rows.
     """
 
-    def __init__(self, repo: Path, definition: str) -> None:
+    def __init__(self, repo: Path, config: Any) -> None:
         self.repo = repo
-        self.definition = definition
+        self.config = config
+        self.definition: str = config.definition
         self.sink: Any = None
+        self.metrics: Any = None
 
     def make_sink(self) -> Any:
         """The sink, built in the task (it holds connections)."""
@@ -275,7 +314,10 @@ class BatchWriter(MapFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Connect the sink to the store through the repository's Feast config."""
+        from usp_feast.flink import config_metrics
+
         self.sink = self.make_sink()
+        self.metrics = config_metrics(self.config)
 
     def close(self) -> None:
         """Write the offline rows still buffered."""
@@ -288,7 +330,9 @@ class BatchWriter(MapFunction):
 
         values, barrier_follows = value
         rows = [orjson.loads(v) for v in values]
+        read_ms = [row.pop(READ_AT, None) for row in rows]
         self.sink.write(rows)
+        self.metrics.rows_stored_at([ms for ms in read_ms if ms is not None])
         if barrier_follows:
             self.sink.checkpoint()
         return Row(*self.published(rows))

@@ -24,7 +24,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecu
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.flink import JobRuntime
+from usp_feast.flink import JobRuntime, config_metrics
 from usp_feast.flink_keyed import (
     LATE,
     BatchWriter,
@@ -32,6 +32,8 @@ from usp_feast.flink_keyed import (
     add_keyed_pipeline,
     aside,
     keep_one_timer,
+    measured,
+    stamped,
 )
 from usp_feast.jobs import SegmentJobConfig
 
@@ -50,7 +52,7 @@ def add_segment(
         config,
         runtime,
         process=SegmentMembership(config, runtime.repo),
-        write=WriteMembership(runtime.repo, config.segment),
+        write=WriteMembership(runtime.repo, config),
         stage="membership",
         label=config.segment,
         output_topic=config.segment_topic,
@@ -71,6 +73,7 @@ class SegmentMembership(KeyedProcessFunction):
         self.state: Any = None
         self.signal_of: dict[str, str] = {}
         self.late: Any = None
+        self.metrics: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Build the logic from the definition; declare the keyed state."""
@@ -84,7 +87,9 @@ class SegmentMembership(KeyedProcessFunction):
             ValueStateDescriptor("membership", Types.PICKLED_BYTE_ARRAY())
         )
         self.late = LateCounter(runtime_context, "arrived behind the watermark (applied)")
+        self.metrics = config_metrics(self.config)
 
+    @measured
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
         """Apply one signal event of the current user."""
         import orjson
@@ -118,7 +123,6 @@ class SegmentMembership(KeyedProcessFunction):
         yield from self._apply(ctx, lambda state: self.logic.advance(state, timestamp), timestamp)
 
     def _apply(self, ctx: Any, step: Any, fired: int | None = None) -> Any:
-        import orjson
 
         from usp_feast.segments import MembershipState
 
@@ -130,7 +134,7 @@ class SegmentMembership(KeyedProcessFunction):
         self.state.update((state.snapshot(), timer))
         user = ctx.get_current_key()
         for change in changes:
-            yield orjson.dumps(change.to_row(self.config.segment, user)).decode()
+            yield stamped(change.to_row(self.config.segment, user))
 
 
 class WriteMembership(BatchWriter):

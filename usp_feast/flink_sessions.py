@@ -27,7 +27,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecu
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.flink import JobRuntime
+from usp_feast.flink import JobRuntime, config_metrics
 from usp_feast.flink_keyed import (
     LATE,
     BatchWriter,
@@ -36,6 +36,8 @@ from usp_feast.flink_keyed import (
     as_messages,
     aside,
     keep_one_timer,
+    measured,
+    stamped,
     timer_for,
 )
 from usp_feast.jobs import SessionJobConfig
@@ -56,7 +58,7 @@ def add_session(
         config,
         runtime,
         process=SessionEngagement(config, runtime.repo),
-        write=WriteEngagement(runtime.repo, config.session),
+        write=WriteEngagement(runtime.repo, config),
         stage="engagement",
         label=config.session,
         output_topic=config.session_topic,
@@ -78,6 +80,7 @@ class SessionEngagement(KeyedProcessFunction):
         self.state: Any = None
         self.signal_of: dict[str, str] = {}
         self.late: Any = None
+        self.metrics: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Build the logic from the definition; declare the keyed state."""
@@ -100,7 +103,9 @@ class SessionEngagement(KeyedProcessFunction):
             ValueStateDescriptor("engagement", Types.PICKLED_BYTE_ARRAY())
         )
         self.late = LateCounter(runtime_context, "arrived after their allowed lateness (dropped)")
+        self.metrics = config_metrics(self.config)
 
+    @measured
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
         """Apply one signal event of the current user; yield the user's current state."""
         import orjson
@@ -148,12 +153,10 @@ class SessionEngagement(KeyedProcessFunction):
         timer = keep_one_timer(ctx, timer, timer_for(self.logic.deadline(state)))
         self.state.update((state, timer))
         if current is not None:
-            yield orjson.dumps({"user_id": ctx.get_current_key(), "current": current}).decode()
+            yield stamped({"user_id": ctx.get_current_key(), "current": current})
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         """The watermark reached the deadline: yield the summaries of what closed."""
-        import orjson
-
         from usp_feast.engagements import Engagement
 
         saved = self.state.value()
@@ -171,7 +174,7 @@ class SessionEngagement(KeyedProcessFunction):
                 else Engagement(item.start_ms, None, item.end_ms, item.values, True, item.update)
             )
             row = engagement.to_row(self.config.session, user)
-            yield orjson.dumps({"closed": row}).decode()
+            yield stamped({"closed": row})
 
     def _aside(self, topic: str, text: str, reason: str) -> str:
         return aside({"session": self.config.session}, topic, text, reason)

@@ -74,6 +74,16 @@ class SignalJobConfig(JobSettings):
     """Expectation suite file, relative to the repository's validation folder."""
     max_event_bytes: int = 64 * 1024
 
+    @property
+    def definition(self) -> str:
+        """The definition's name (the ``pipeline`` label of the job's metrics)."""
+        return self.signal
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The Kafka topics the pipeline reads."""
+        return (self.source_topic,)
+
 
 class JoinJobConfig(JobSettings):
     """Everything a join signal job needs to run, independent of the deployment.
@@ -102,6 +112,16 @@ class JoinJobConfig(JobSettings):
         """The job's part name (used in operator names and uids)."""
         return f"join_{self.join}"
 
+    @property
+    def definition(self) -> str:
+        """The definition's name (the ``pipeline`` label of the job's metrics)."""
+        return self.join
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The Kafka topics the pipeline reads."""
+        return (self.left_topic, self.right_topic)
+
 
 class SignalInput(BaseModel):
     """A signal a segment or session job listens to, and where it is published."""
@@ -125,6 +145,16 @@ class KeyedJobConfig(JobSettings):
         """The job's part name (used in operator names and uids)."""
         raise NotImplementedError
 
+    @property
+    def definition(self) -> str:
+        """The definition's name (the ``pipeline`` label of the job's metrics)."""
+        raise NotImplementedError
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The Kafka topics the pipeline reads."""
+        return tuple(i.topic for i in self.inputs)
+
 
 class SegmentJobConfig(KeyedJobConfig):
     """Everything a segment job needs to run, independent of the deployment."""
@@ -137,6 +167,11 @@ class SegmentJobConfig(KeyedJobConfig):
     def name(self) -> str:
         """The job's part name (used in operator names and uids)."""
         return f"segment_{self.segment}"
+
+    @property
+    def definition(self) -> str:
+        """The definition's name (the ``pipeline`` label of the job's metrics)."""
+        return self.segment
 
 
 class SessionJobConfig(KeyedJobConfig):
@@ -153,6 +188,11 @@ class SessionJobConfig(KeyedJobConfig):
     def name(self) -> str:
         """The job's part name (used in operator names and uids)."""
         return f"session_{self.session}"
+
+    @property
+    def definition(self) -> str:
+        """The definition's name (the ``pipeline`` label of the job's metrics)."""
+        return self.session
 
 
 AnyJobConfig = SignalJobConfig | JoinJobConfig | SegmentJobConfig | SessionJobConfig

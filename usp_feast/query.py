@@ -90,6 +90,8 @@ class SignalEvent:
         event_time: When the event happened (UTC).
         processed_at: When this version was written (UTC); ``as_of`` filters on it.
         fields: The signal's values.
+        versions: How many versions of the event the store holds (visible at ``as_of``):
+            1 for an event written once; each replay or correction adds one.
 
     """
 
@@ -99,13 +101,15 @@ class SignalEvent:
     event_time: datetime
     processed_at: datetime
     fields: dict[str, Any]
+    versions: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ISO-8601 UTC timestamps, fields inline."""
+        """JSON-ready form: ISO-8601 UTC timestamps, the version count, fields inline."""
         return record_dict(
             Record(
                 self.event_id, to_micros(self.event_time), to_micros(self.processed_at), self.fields
-            )
+            ),
+            versions=self.versions,
         )
 
 
@@ -191,16 +195,21 @@ class SessionReport:
         }
 
 
-def record_dict(record: Record, keep: frozenset[str] | None = None) -> dict[str, Any]:
+def record_dict(
+    record: Record, keep: frozenset[str] | None = None, versions: int | None = None
+) -> dict[str, Any]:
     """The JSON-ready form of a stored record (what the HTTP API returns per event).
 
-    ``keep`` limits the fields returned (``event_id`` and the times always come).
+    ``keep`` limits the fields returned (``event_id`` and the times always come); ``versions``,
+    when given, is the event's version count.
     """
-    body = {
+    body: dict[str, Any] = {
         "event_id": record.event_id,
         "event_ts": iso_micros(record.event_ts),
         "processed_at": iso_micros(record.version),
     }
+    if versions is not None:
+        body["versions"] = versions
     for key, value in record.fields.items():
         if key not in _ROW_KEYS and (keep is None or key in keep):
             body[key] = value
@@ -454,8 +463,9 @@ class SignalClient:
         """A user's events of one signal, newest first, one entry per event id.
 
         Replays and corrections add versions; each event appears once, at its newest version
-        known at ``as_of`` (default: now). One Redis round trip, filter included: a filtered
-        page still holds ``limit`` events when that many match.
+        known at ``as_of`` (default: now), with the number of its versions known then
+        (``SignalEvent.versions``). One Redis round trip, filter included: a filtered page
+        still holds ``limit`` events when that many match.
 
         Args:
             user_id: The user.
@@ -476,12 +486,13 @@ class SignalClient:
             LimitExceededError: The read hit ``store.MAX_SCAN`` before the page filled.
 
         """
-        spec = self.spec(signal)
-        keep = self._projection(spec, fields)
-        return [
-            self._event(signal, str(user_id), r, keep)
-            for r in self.records(user_id, signal, within, limit, as_of, where=where, order=order)
-        ]
+        keep = self._projection(self.spec(signal), fields)
+        bounds = self._bounds(signal, within, limit, as_of, where, order)
+        try:
+            counted = self.store.recent_with_versions(signal, str(user_id), **bounds)
+        except ScanLimitError as exc:
+            raise LimitExceededError(str(exc)) from None
+        return [self._event(signal, str(user_id), r, keep, n) for r, n in counted]
 
     def records(
         self,
@@ -518,12 +529,14 @@ class SignalClient:
         bounds = self._bounds(signal, within, limit, as_of, where, order)
         try:
             if self.async_reader is None:
-                records = self.store.recent(signal, str(user_id), **bounds)
+                counted = self.store.recent_with_versions(signal, str(user_id), **bounds)
             else:
-                records = await self.async_reader.recent(signal, str(user_id), **bounds)
+                counted = await self.async_reader.recent_with_versions(
+                    signal, str(user_id), **bounds
+                )
         except ScanLimitError as exc:
             raise LimitExceededError(str(exc)) from None
-        return [record_dict(r, keep) for r in records]
+        return [record_dict(r, keep, n) for r, n in counted]
 
     def aggregate(
         self,
@@ -710,7 +723,11 @@ class SignalClient:
 
     @staticmethod
     def _event(
-        signal: str, user_id: str, record: Record, keep: frozenset[str] | None = None
+        signal: str,
+        user_id: str,
+        record: Record,
+        keep: frozenset[str] | None = None,
+        versions: int = 1,
     ) -> SignalEvent:
         fields = record.fields
         if keep is not None:
@@ -722,6 +739,7 @@ class SignalClient:
             event_time=from_micros(record.event_ts),
             processed_at=from_micros(record.version),
             fields=fields,
+            versions=versions,
         )
 
 

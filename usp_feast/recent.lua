@@ -5,10 +5,13 @@
 -- ARGV[5]  max members scanned (bounds the cost of filters and re-versioned history)
 -- ARGV[6]  filter, JSON [[field, op, value], ...], or "" (see usp_feast/filters.py)
 -- ARGV[7]  "newest" or "oldest"
--- Returns {complete, members}: complete is 1 when the page is full or the range exhausted,
--- 0 when the scan cap stopped the read first (the caller reports it, never a short page).
+-- Returns {complete, members, versions}: complete is 1 when the page is full or the range
+-- exhausted, 0 when the scan cap stopped the read first (the caller reports it, never a short
+-- page); versions is {i, n, ...} for each members[i] whose event has n > 1 versions visible
+-- at as-of, so the common reply (every event written once) carries an empty list.
 -- Each event counts once, at its newest version visible at as-of; the filter applies to that
 -- version, so an event whose newest version stopped matching is not served from an older one.
+-- Versions of one event share its event time (its score), which the version count relies on.
 local key, max_ts, min_ts = KEYS[1], ARGV[1], ARGV[2]
 local limit, as_of, cap = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local preds = nil
@@ -87,24 +90,45 @@ local function keep(m, sep)
 end
 
 local seen, out, offset, complete = {}, {}, 0, 0
+-- Versions per event id visible at as-of, counted as members are scanned (no extra reads);
+-- in the newest-first walk an id's first count is also its first sighting. `replayed` says
+-- whether any id was seen twice: without one, every count is 1 and none is listed.
+local counts, out_ids, replayed = {}, {}, false
+
+local function id_of(m)
+  return string.sub(m, 17, string.find(m, '\31', 17, true) - 1)
+end
+
+-- A member's event time as the text of its body's leading "ts" (usp_feast/versions.py
+-- writes {"ts": ..., "f": ...}), or nil.
+local function ts_of(m)
+  return string.match(m, '^{"ts":(%-?%d+)', string.find(m, '\31', 17, true) + 1)
+end
 local batch = math.max(limit + 16, 64)
 if preds ~= nil then batch = 512 end
 
 if not oldest_first then
   -- Members sharing an event time sort newest version first (fixed-width prefix), so the
   -- first member seen for an event id is its newest version visible at as-of.
+  local members, stop, size = {}, 0, 0
   while #out < limit and offset < cap do
-    local size = math.min(batch, cap - offset)
-    local members = redis.call('ZRANGE', key, max_ts, min_ts, 'BYSCORE', 'REV', 'LIMIT', offset, size)
+    size = math.min(batch, cap - offset)
+    members = redis.call('ZRANGE', key, max_ts, min_ts, 'BYSCORE', 'REV', 'LIMIT', offset, size)
     for i = 1, #members do
       local m = members[i]
+      stop = i
       if string.sub(m, 1, 16) <= as_of then
         local sep = string.find(m, '\31', 17, true)
         local id = string.sub(m, 17, sep - 1)
-        if not seen[id] then
-          seen[id] = true
+        local n = counts[id]
+        if n ~= nil then
+          counts[id] = n + 1
+          replayed = true
+        else
+          counts[id] = 1
           if keep(m, sep) then
             out[#out + 1] = m
+            out_ids[#out] = id
             if #out >= limit then break end
           end
         end
@@ -112,6 +136,41 @@ if not oldest_first then
     end
     offset = offset + #members
     if #members < size then complete = 1 break end
+  end
+  if #out >= limit then
+    -- The page filled part-way through its last event time: older versions of the events at
+    -- that time may come after where the scan stopped. Count on through the fetched members
+    -- of that time; only a fetch that ended inside it needs that time read whole.
+    local ts = ts_of(out[#out])
+    local whole = ts == nil
+    for i = stop + 1, #members do
+      local m = members[i]
+      if ts_of(m) ~= ts then break end
+      if string.sub(m, 1, 16) <= as_of then
+        local id = id_of(m)
+        local n = counts[id]
+        if n ~= nil then replayed = true end
+        counts[id] = (n or 0) + 1
+      end
+      if i == #members and #members == size then whole = true end
+    end
+    if stop == #members and #members == size then whole = true end
+    if whole then
+      local score = redis.call('ZSCORE', key, out[#out])
+      local fresh = {}
+      local all = redis.call('ZRANGE', key, score, score, 'BYSCORE', 'LIMIT', 0, cap)
+      for i = 1, #all do
+        local m = all[i]
+        if string.sub(m, 1, 16) <= as_of then
+          local id = id_of(m)
+          fresh[id] = (fresh[id] or 0) + 1
+        end
+      end
+      for id, n in pairs(fresh) do
+        counts[id] = n
+        if n > 1 then replayed = true end
+      end
+    end
   end
 else
   -- Ascending, versions of one event time come oldest first: collect each event time's
@@ -125,6 +184,7 @@ else
         local m = best[id]
         if keep(m, string.find(m, '\31', 17, true)) then
           out[#out + 1] = m
+          out_ids[#out] = id
           if #out >= limit then break end
         end
       end
@@ -146,6 +206,10 @@ else
         local id = string.sub(m, 17, string.find(m, '\31', 17, true) - 1)
         if best[id] == nil then group_ids[#group_ids + 1] = id end
         best[id] = m
+        -- A group is flushed only once complete, so its events' counts are too.
+        local known = counts[id]
+        if known ~= nil then replayed = true end
+        counts[id] = (known or 0) + 1
       end
     end
     offset = offset + n
@@ -160,4 +224,14 @@ if #out >= limit then
   complete = 1
   while #out > limit do table.remove(out) end
 end
-return {complete, out}
+local versions = {}
+if replayed then
+  for i = 1, #out do
+    local n = counts[out_ids[i]]
+    if n > 1 then
+      versions[#versions + 1] = i
+      versions[#versions + 1] = n
+    end
+  end
+end
+return {complete, out, versions}

@@ -109,8 +109,9 @@ def _recent_args(
     ]
 
 
-def _recent_records(reply: Any, limit: int, filtered: bool) -> list[Record]:
-    complete, members = reply
+def _recent_members(reply: Any, limit: int, filtered: bool) -> Any:
+    """The members of a ``recent.lua`` reply (``reply[2]`` holds their version counts)."""
+    complete, members, _ = reply
     if not complete:
         cap, name = (MAX_FILTER_SCAN, "MAX_FILTER_SCAN") if filtered else (MAX_SCAN, "MAX_SCAN")
         raise ScanLimitError(
@@ -118,7 +119,21 @@ def _recent_records(reply: Any, limit: int, filtered: bool) -> list[Record]:
             f"{limit} matching events; narrow the time window or the filter, or ask for "
             "fewer events"
         )
-    return [decode_member(m) for m in members]
+    return members
+
+
+def _recent_records(reply: Any, limit: int, filtered: bool) -> list[Record]:
+    return [decode_member(m) for m in _recent_members(reply, limit, filtered)]
+
+
+def _counted_records(reply: Any, limit: int, filtered: bool) -> list[tuple[Record, int]]:
+    members = _recent_members(reply, limit, filtered)
+    counts = [1] * len(members)
+    # Only events with more than one version are listed: position (from 1), count, ...
+    pairs = iter(reply[2])
+    for position, count in zip(pairs, pairs, strict=True):
+        counts[position - 1] = count
+    return [(decode_member(m), n) for m, n in zip(members, counts, strict=True)]
 
 
 class AsyncRecentReader:
@@ -152,13 +167,44 @@ class AsyncRecentReader:
         """Same contract as :meth:`VersionedStore.recent`."""
         if limit <= 0:
             return []
+        reply = await self._read(view, entity, since, until, limit, as_of, where, oldest_first)
+        return _recent_records(reply, limit, where is not None)
+
+    async def recent_with_versions(
+        self,
+        view: str,
+        entity: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 50,
+        as_of: int | None = None,
+        where: Filter | None = None,
+        oldest_first: bool = False,
+    ) -> list[tuple[Record, int]]:
+        """Same contract as :meth:`VersionedStore.recent_with_versions`."""
+        if limit <= 0:
+            return []
+        reply = await self._read(view, entity, since, until, limit, as_of, where, oldest_first)
+        return _counted_records(reply, limit, where is not None)
+
+    async def _read(
+        self,
+        view: str,
+        entity: str,
+        since: int | None,
+        until: int | None,
+        limit: int,
+        as_of: int | None,
+        where: Filter | None,
+        oldest_first: bool,
+    ) -> Any:
         key = signal_key(self.prefix, self.project, entity, view)
         args = _recent_args(since, until, limit, as_of, where, oldest_first)
         try:
-            reply = await self._script(keys=[key], args=args)
+            return await self._script(keys=[key], args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis is not reachable ({exc})") from exc
-        return _recent_records(reply, limit, where is not None)
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -313,6 +359,31 @@ class VersionedStore:
         args = _recent_args(since, until, limit, as_of, where, oldest_first)
         reply = self._run(self._recent_script, [self.key(view, entity)], args)
         return _recent_records(reply, limit, where is not None)
+
+    def recent_with_versions(
+        self,
+        view: str,
+        entity: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 50,
+        as_of: int | None = None,
+        where: Filter | None = None,
+        oldest_first: bool = False,
+    ) -> list[tuple[Record, int]]:
+        """:meth:`recent`, each event with how many of its versions are visible at ``as_of``.
+
+        The count comes from the same script call (the versions the read scans anyway, plus
+        one event time's members when the page ends part-way through them); see
+        :func:`usp_feast.versions.version_counts` for the rule. Same arguments and errors as
+        :meth:`recent`.
+        """
+        if limit <= 0:
+            return []
+        args = _recent_args(since, until, limit, as_of, where, oldest_first)
+        reply = self._run(self._recent_script, [self.key(view, entity)], args)
+        return _counted_records(reply, limit, where is not None)
 
     def latest(
         self, view: str, entities: Sequence[str], *, since: int | None = None

@@ -31,6 +31,7 @@ __all__ = [
     "from_micros",
     "iso_micros",
     "to_micros",
+    "version_counts",
 ]
 
 VERSION_WIDTH = 16
@@ -146,3 +147,25 @@ def collapse_versions(records: Iterable[Record], as_of: int | None = None) -> It
     yield from sorted(
         newest.values(), key=lambda r: (r.event_ts, r.version, r.event_id), reverse=True
     )
+
+
+def version_counts(records: Iterable[Record], as_of: int | None = None) -> dict[str, int]:
+    """How many versions of each event id are visible at ``as_of``: what readers report.
+
+    The reference for the count ``recent.lua`` returns beside each event (replays and
+    corrections each add one; an identical member written twice is one member in Redis, so it
+    counts once).
+
+    Example:
+        >>> stored = [Record("e1", 10, 100), Record("e1", 10, 500), Record("e2", 20, 100)]
+        >>> version_counts(stored)
+        {'e1': 2, 'e2': 1}
+        >>> version_counts(stored, as_of=200)
+        {'e1': 1, 'e2': 1}
+
+    """
+    versions: dict[str, set[int]] = {}
+    for record in records:
+        if as_of is None or record.version <= as_of:
+            versions.setdefault(record.event_id, set()).add(record.version)
+    return {event_id: len(seen) for event_id, seen in versions.items()}

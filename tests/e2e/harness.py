@@ -18,16 +18,24 @@ JOB_START_TIMEOUT = 180
 class Job:
     """One `streaming/usp_job.py` process group running the given job configs as one job."""
 
-    def __init__(self, repo: Path, configs: list[Path], checkpoints: Path, log: Path) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        configs: list[Path],
+        checkpoints: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.command = job_command(configs, repo, checkpoints)
         self.log = log
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command,
-                env=job_environment(),
+                env={**job_environment(), **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -22,7 +22,7 @@ from tests.conftest import copy_repo, feast_apply
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for
 from usp_feast import SignalClient
 from usp_feast.definitions import load_definitions
-from usp_feast.flink import latest_checkpoint
+from usp_feast.job_metrics import latest_checkpoint
 from usp_feast.kafka_io import consume_all, produce_events
 from usp_feast.runner import ensure_topics, write_prefixed_configs
 

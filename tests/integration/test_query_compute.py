@@ -204,7 +204,14 @@ def test_http_filter_projection_and_order(api: str) -> None:
         f'{api}/v1/users/{USER}/signals/view?where=city == "Paris"&fields=city,price&limit=2'
     ).json()
     assert [e["event_id"] for e in body["events"]] == ["q4", "q8"]
-    assert set(body["events"][0]) == {"event_id", "event_ts", "processed_at", "city", "price"}
+    assert set(body["events"][0]) == {
+        "event_id",
+        "event_ts",
+        "processed_at",
+        "versions",
+        "city",
+        "price",
+    }
 
 
 def test_http_aggregates_and_sessions(api: str) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from usp_feast.store import MAX_APPEND_ROWS, VersionedStore
-from usp_feast.versions import Record, collapse_versions
+from usp_feast.versions import Record, collapse_versions, version_counts
 
 pytestmark = pytest.mark.integration
 
@@ -218,6 +218,68 @@ def test_server_side_collapse_matches_the_reference_rule(
     expected = list(collapse_versions(records, as_of=as_of_us))[:limit]
     got = store.recent("prop", entity, limit=limit, as_of=as_of_us)
     assert [(r.event_id, r.version) for r in got] == [(r.event_id, r.version) for r in expected]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    history=histories,
+    as_of=st.one_of(st.none(), st.integers(min_value=0, max_value=40)),
+    limit=st.integers(min_value=1, max_value=6),
+    oldest_first=st.booleans(),
+)
+def test_each_event_read_comes_with_its_version_count_by_the_reference_rule(
+    store: VersionedStore,
+    history: list[tuple[str, int]],
+    as_of: int | None,
+    limit: int,
+    oldest_first: bool,
+) -> None:
+    event_minute = {"a": 0, "b": 7, "c": 7, "d": 19, "e": 30}
+    records = [rec(eid, event_minute[eid], v, written=v) for eid, v in history]
+    entity = f"n{abs(hash((tuple(history), as_of, limit, oldest_first))) % 10**9}"
+    store.append("prop", [(entity, r) for r in records])
+    as_of_us = None if as_of is None else V0 + as_of * MINUTE
+    counted = store.recent_with_versions(
+        "prop", entity, limit=limit, as_of=as_of_us, oldest_first=oldest_first
+    )
+    plain = store.recent("prop", entity, limit=limit, as_of=as_of_us, oldest_first=oldest_first)
+    expected = version_counts(records, as_of=as_of_us)
+    assert [r for r, _ in counted] == plain
+    assert [(r.event_id, n) for r, n in counted] == [
+        (r.event_id, expected[r.event_id]) for r in plain
+    ]
+
+
+def test_a_page_ending_inside_an_event_time_still_counts_every_version(
+    store: VersionedStore,
+) -> None:
+    # Event time 0 holds a@5, b@3, b@2, b@1, a@0 (newest version first). limit=1 stops the
+    # scan at a@5, before a@0: the count must still be 2.
+    store.append("view", [("8", rec("a", 0, v)) for v in (0, 5)])
+    store.append("view", [("8", rec("b", 0, v)) for v in (1, 2, 3)])
+    [(first, count)] = store.recent_with_versions("view", "8", limit=1)
+    assert (first.event_id, count) == ("a", 2)
+    assert [(r.event_id, n) for r, n in store.recent_with_versions("view", "8", limit=5)] == [
+        ("a", 2),
+        ("b", 3),
+    ]
+    as_of = store.recent_with_versions("view", "8", limit=5, as_of=V0 + 2 * MINUTE)
+    assert [(r.event_id, n) for r, n in as_of] == [("b", 2), ("a", 1)]
+
+
+def test_a_page_ending_inside_an_event_time_longer_than_one_fetch_counts_every_version(
+    store: VersionedStore,
+) -> None:
+    # Event time 0 holds a@100, b@70 ... b@1, a@0: the first fetch (64 members) ends inside
+    # that time, before a@0, so the read must fetch the rest of it to count a's versions.
+    store.append("view", [("9", rec("a", 0, v)) for v in (0, 100)])
+    store.append("view", [("9", rec("b", 0, v)) for v in range(1, 71)])
+    [(first, count)] = store.recent_with_versions("view", "9", limit=1)
+    assert (first.event_id, first.version, count) == ("a", V0 + 100 * MINUTE, 2)
+    both = store.recent_with_versions("view", "9", limit=2, oldest_first=True)
+    assert sorted((r.event_id, n) for r, n in both) == [("a", 2), ("b", 70)]
 
 
 def test_a_filtered_read_serves_the_newest_version_and_never_a_short_page(

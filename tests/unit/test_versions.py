@@ -17,6 +17,7 @@ from usp_feast.versions import (
     encode_member,
     from_micros,
     to_micros,
+    version_counts,
 )
 
 pytestmark = pytest.mark.unit
@@ -238,3 +239,46 @@ def test_each_visible_event_appears_once_with_its_newest_known_version(
     }
 
     assert sorted(_seen(history, as_of)) == sorted(newest.items())
+
+
+# --- version_counts ------------------------------------------------------------------------
+
+
+def test_each_replay_or_correction_adds_one_to_the_count_readers_see() -> None:
+    # processing time ──►   100        300 (correction)    500 (replay)
+    # e1 (event time 10)    v100       v300                v500
+    # e2 (event time 20)    v100
+    #
+    # now        → e1: 3 versions, e2: 1
+    # as_of 300  → e1: 2 (v500 not written yet), e2: 1
+    # as_of 99   → nothing visible, nothing counted
+    stored = [
+        _record("e1", 10, 100, price=90),
+        _record("e2", 20, 100),
+        _record("e1", 10, 300, price=120),
+        _record("e1", 10, 500, price=120),
+    ]
+
+    assert version_counts(stored) == {"e1": 3, "e2": 1}
+    assert version_counts(stored, as_of=300) == {"e1": 2, "e2": 1}
+    assert version_counts(stored, as_of=99) == {}
+
+
+def test_the_same_member_written_twice_counts_once() -> None:
+    # Redis keeps one member for an identical (version, id, body): it is one version.
+    stored = [_record("e1", 10, 100), _record("e1", 10, 100)]
+
+    assert version_counts(stored) == {"e1": 1}
+
+
+@given(_histories(), st.one_of(st.none(), st.integers(0, 60)))
+def test_every_event_a_reader_sees_has_a_count_and_no_other(
+    history: list[Record], as_of: int | None
+) -> None:
+    counts = version_counts(history, as_of)
+
+    assert sorted(counts) == sorted(event_id for event_id, _ in _seen(history, as_of))
+    assert sum(counts.values()) == len(
+        {(r.event_id, r.version) for r in history if as_of is None or r.version <= as_of}
+    )
+    assert version_counts(history + history, as_of) == counts  # a replay of the same members
