@@ -561,7 +561,7 @@ def status(interval: float, once: bool, as_json: bool) -> None:
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 def serve(repo: Path, host: str, port: int, workers: int) -> None:
-    """Serve the HTTP query API (/v1/..., /healthz, /metrics)."""
+    """Serve the HTTP query API (/v1/..., /healthz, /metrics) and the signals explorer (/)."""
     import os
 
     import uvicorn

@@ -35,12 +35,14 @@ from usp_feast.spec import (
 )
 
 __all__ = [
+    "RESERVED_PREFIXES",
     "DefinitionError",
     "Definitions",
     "JobDefinition",
     "Problem",
     "SignalDefinition",
     "check_definitions",
+    "feast_names",
     "load_definitions",
     "load_transform",
     "validation_dir",
@@ -221,7 +223,7 @@ def check_definitions(
     for spec, shown, document in segments:
         problems.extend(_check_segment_signals(spec, known, shown, document))
     signal_specs, segment_specs = [s for s, _, _ in signals], [s for s, _, _ in segments]
-    taken = _feast_names(signal_specs, segment_specs, [s for s, _, _ in sessions])
+    taken = feast_names(signal_specs, segment_specs, [s for s, _, _ in sessions])
     for spec, shown, document in sessions:
         problems.extend(_check_session_signals(spec, known, shown, document))
         problems.extend(
@@ -438,7 +440,7 @@ def _duplicate_names(loaded: list[tuple[Any, Path, CommentedMap]], kind: str) ->
 
 
 # A signal's job config is <name>.json; these prefixes name other kinds' files (and views).
-_RESERVED_PREFIXES = {
+RESERVED_PREFIXES = {
     "segment_": "segment views",
     "session_": "session engagement job configs",
     "join_": "join signal job configs",
@@ -456,7 +458,7 @@ def _reserved_signal_names(
             f"names starting with {prefix!r} are reserved for {what}; rename the signal",
         )
         for spec, shown, document in signals
-        for prefix, what in _RESERVED_PREFIXES.items()
+        for prefix, what in RESERVED_PREFIXES.items()
         if spec.name.startswith(prefix)
     ]
 
@@ -553,7 +555,7 @@ def _check_session_signals(
 _FeastNames = dict[str, list[tuple[str, str]]]
 
 
-def _feast_names(
+def feast_names(
     signals: Sequence[SignalDefinition],
     segments: Sequence[SegmentSpec],
     sessions: Sequence[SessionEngagementSpec],

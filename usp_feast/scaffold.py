@@ -41,10 +41,10 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from usp_feast.definitions import (
-    _RESERVED_PREFIXES,
+    RESERVED_PREFIXES,
     Definitions,
-    _feast_names,
     check_definitions,
+    feast_names,
     validation_dir,
 )
 from usp_feast.spec import SegmentSpec, SessionEngagementSpec, SignalSpec
@@ -150,7 +150,7 @@ def check_new_name(kind: DefinitionKind, name: str, definitions: Definitions) ->
         if keyword.iskeyword(name):
             # The transform lives in transforms/<name>.py, imported as transforms.<name>.
             raise ScaffoldError(f"{name!r} is a Python keyword; choose another signal name")
-        for prefix, what in _RESERVED_PREFIXES.items():
+        for prefix, what in RESERVED_PREFIXES.items():
             if name.startswith(prefix):
                 raise ScaffoldError(
                     f"signal names starting with {prefix!r} are reserved for {what}; "
@@ -166,7 +166,7 @@ def check_new_name(kind: DefinitionKind, name: str, definitions: Definitions) ->
                 f"{other_kind} {name!r} already exists; definitions of every kind need names of "
                 "their own, so choose another name"
             )
-    taken = _feast_names(definitions.signals, definitions.segments, definitions.sessions)
+    taken = feast_names(definitions.signals, definitions.segments, definitions.sessions)
     for object_name, [(_, role)] in _candidate_objects(kind, name).items():
         if object_name in taken:
             _, other = taken[object_name][0]
@@ -187,7 +187,7 @@ def _candidate_objects(kind: DefinitionKind, name: str) -> dict[str, list[tuple[
     # An owner of "" marks the shared user entity: it is not the candidate's own object.
     return {
         object_name: owned
-        for object_name, roles in _feast_names(signals, segments, sessions).items()
+        for object_name, roles in feast_names(signals, segments, sessions).items()
         if (owned := [(owner, role) for owner, role in roles if owner])
     }
 

@@ -1,4 +1,4 @@
-"""What the end-to-end tests share: a job process group, waiting, event times."""
+"""What the end-to-end tests share: a prepared repository, a job process group, waiting."""
 
 from __future__ import annotations
 
@@ -6,13 +6,47 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from usp_feast.runner import job_command, job_environment
+from tests.conftest import copy_repo, feast_apply
+from usp_feast.definitions import load_definitions
+from usp_feast.runner import ensure_topics, job_command, job_environment, write_prefixed_configs
 
 JOB_START_TIMEOUT = 180
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A test's own copy of the example repository: applied, configs written, topics made."""
+
+    root: Path
+    repo: Path
+    streaming: Path
+    prefix: str  # of every Kafka topic the copy reads and writes
+    run: str
+
+
+def workspace(
+    root: Path, kafka: str, redis: str, name: str, edit: Callable[[Path], None] | None = None
+) -> Workspace:
+    """Copy the example repository under ``root`` (project ``e2e_<name>_<run>``), ``edit`` it,
+    apply it with Feast, write its job configs to ``root/streaming`` and create its topics.
+
+    Its own project and topic prefix keep it apart from other tests and from the demo's data.
+    """
+    run = uuid.uuid4().hex[:8]
+    prefix = f"t{run}."
+    repo = copy_repo(root, redis, f"e2e_{name}_{run}", topic_prefix=prefix)
+    if edit is not None:
+        edit(repo)
+    feast_apply(repo)
+    streaming = root / "streaming"
+    ensure_topics(kafka, write_prefixed_configs(load_definitions(repo), streaming, prefix))
+    return Workspace(root, repo, streaming, prefix, run)
 
 
 class Job:

@@ -14,21 +14,17 @@ import json
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
-from tests.conftest import copy_repo, feast_apply
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import SignalClient
-from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import produce_events
 from usp_feast.offline import latest_offline_versions
 from usp_feast.raw_history import days_between, write_history
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 from usp_feast.traffic import RawEvent, TrafficConfig, generate
 
 pytestmark = pytest.mark.e2e
@@ -43,13 +39,8 @@ def usp(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
     """The search job has processed the traffic; the same events are on disk as history."""
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e_reconcile")
-    prefix = f"t{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_rec_{run}", topic_prefix=prefix)
-    feast_apply(repo)
-    topics = write_prefixed_configs(load_definitions(repo), root / "streaming", prefix)
-    ensure_topics(stack.kafka, topics)
+    space = workspace(tmp_path_factory.mktemp("e2e_reconcile"), stack.kafka, stack.redis, "rec")
+    root, repo, prefix = space.root, space.repo, space.prefix
     assert usp("generate", "--repo", str(repo)).returncode == 0
 
     start = datetime.now(UTC) - timedelta(hours=2)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import struct
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import copy_repo, feast_apply, serving
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for
+from tests.conftest import serving
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
 from tests.e2e.test_session_jobs import produce, search, view
 from usp_feast import SignalClient
 from usp_feast.definitions import load_definitions
 from usp_feast.jobs import load_job_config
 from usp_feast.metric_names import job_name, job_part
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 from usp_feast.spec import JoinSignalSpec
 
 pytestmark = pytest.mark.e2e
@@ -42,13 +40,8 @@ A_RATE = re.compile(r"^\d+\.\d$")  # events/s as the page shows it
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict[str, Any]]:
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e_explorer")
-    prefix = f"t{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_exp_{run}", topic_prefix=prefix)
-    feast_apply(repo)
-    streaming = root / "streaming"
-    ensure_topics(stack.kafka, write_prefixed_configs(load_definitions(repo), streaming, prefix))
+    space = workspace(tmp_path_factory.mktemp("e2e_explorer"), stack.kafka, stack.redis, "exp")
+    root, repo, prefix, streaming = space.root, space.repo, space.prefix, space.streaming
     configs = [streaming / f"{name}.json" for name in CONFIGS]
     job = Job(repo, configs, root / "checkpoints", root / "job.log")
     job.start()

@@ -15,7 +15,6 @@ import json
 import shutil
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,14 +25,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import copy_repo, feast_apply, free_port
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for
+from tests.conftest import free_port
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import metric_names as names
 from usp_feast.definitions import load_definitions
 from usp_feast.job_status import JobMonitor, jobs_dir, running_jobs
 from usp_feast.kafka_io import produce_events
-from usp_feast.monitoring import PROMETHEUS_SERIES, referenced_metrics, render_monitoring
-from usp_feast.runner import ensure_topics, write_prefixed_configs
+from usp_feast.monitoring import render_monitoring
+from usp_feast.monitoring_checks import PROMETHEUS_SERIES, referenced_metrics
 from usp_feast.traffic import TrafficConfig, generate
 
 pytestmark = pytest.mark.e2e
@@ -74,13 +73,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[Running]:
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e_metrics")
-    prefix = f"m{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_metrics_{run}", topic_prefix=prefix)
-    feast_apply(repo)
-    streaming = root / "streaming"
-    ensure_topics(stack.kafka, write_prefixed_configs(load_definitions(repo), streaming, prefix))
+    space = workspace(tmp_path_factory.mktemp("e2e_metrics"), stack.kafka, stack.redis, "metrics")
+    root, repo, prefix, streaming = space.root, space.repo, space.prefix, space.streaming
     port = free_port()
     job = Job(
         repo,

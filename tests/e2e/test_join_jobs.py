@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,13 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import copy_repo, feast_apply
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import SignalClient
-from usp_feast.definitions import load_definitions
 from usp_feast.job_metrics import latest_checkpoint
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
@@ -61,17 +57,13 @@ class Pipeline:
     """A prefixed copy of the example repository with the join job running on it."""
 
     def __init__(self, root: Path, kafka: str, redis: str) -> None:
-        run = uuid.uuid4().hex[:8]
-        self.prefix = f"t{run}."
-        self.kafka = kafka
-        self.repo = copy_repo(root, redis, f"e2e_join_{run}", topic_prefix=self.prefix)
-        definition = self.repo / "joins" / f"{JOIN}.yaml"
-        definition.write_text(definition.read_text().replace("wait: 1m", "wait: 3s"))
-        feast_apply(self.repo)
-        streaming = root / "streaming"
-        ensure_topics(
-            kafka, write_prefixed_configs(load_definitions(self.repo), streaming, self.prefix)
-        )
+        def quicker(repo: Path) -> None:
+            definition = repo / "joins" / f"{JOIN}.yaml"
+            definition.write_text(definition.read_text().replace("wait: 1m", "wait: 3s"))
+
+        space = workspace(root, kafka, redis, "join", edit=quicker)
+        self.kafka, self.prefix, self.repo = kafka, space.prefix, space.repo
+        streaming = space.streaming
         self.checkpoints = root / "checkpoints"
         self.job = Job(
             self.repo, [streaming / f"join_{JOIN}.json"], self.checkpoints, root / "job.log"

@@ -8,7 +8,6 @@ One Flink job runs the ``search`` and ``booking`` signals, the example segment
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -16,12 +15,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, feast_apply
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
 from usp_feast import SignalClient
-from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
@@ -40,15 +36,14 @@ FEATURES = [f"segment_{EXAMPLE}:{f}" for f in ("in_segment", "entered_at", "expi
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e_segments")
-    prefix = f"t{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_seg_{run}", topic_prefix=prefix)
-    (repo / "segments" / "quick_planner.yaml").write_text(QUICK)
-    feast_apply(repo)
-    streaming = root / "streaming"
-    topics = write_prefixed_configs(load_definitions(repo), streaming, prefix)
-    ensure_topics(stack.kafka, topics)
+    space = workspace(
+        tmp_path_factory.mktemp("e2e_segments"),
+        stack.kafka,
+        stack.redis,
+        "seg",
+        edit=lambda repo: (repo / "segments" / "quick_planner.yaml").write_text(QUICK),
+    )
+    root, repo, prefix, streaming = space.root, space.repo, space.prefix, space.streaming
     configs = [
         streaming / name
         for name in (

@@ -8,7 +8,6 @@ Redis and Feast.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -16,12 +15,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, feast_apply
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
 from usp_feast import SignalClient
-from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +37,14 @@ MINUTE = 60_000
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e_sessions")
-    prefix = f"t{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_ses_{run}", topic_prefix=prefix)
-    (repo / "sessions" / "quick_browse.yaml").write_text(QUICK)
-    feast_apply(repo)
-    streaming = root / "streaming"
-    topics = write_prefixed_configs(load_definitions(repo), streaming, prefix)
-    ensure_topics(stack.kafka, topics)
+    space = workspace(
+        tmp_path_factory.mktemp("e2e_sessions"),
+        stack.kafka,
+        stack.redis,
+        "ses",
+        edit=lambda repo: (repo / "sessions" / "quick_browse.yaml").write_text(QUICK),
+    )
+    root, repo, prefix, streaming = space.root, space.repo, space.prefix, space.streaming
     names = (
         "search",
         "view",

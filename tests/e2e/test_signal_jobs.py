@@ -9,31 +9,22 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
-from tests.conftest import copy_repo, feast_apply
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
 from usp_feast import SignalClient
-from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e")
-    prefix = f"t{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_{run}", topic_prefix=prefix)
-    feast_apply(repo)
-    topics = write_prefixed_configs(load_definitions(repo), root / "streaming", prefix)
-    ensure_topics(stack.kafka, topics)
+    space = workspace(tmp_path_factory.mktemp("e2e"), stack.kafka, stack.redis, "signals")
+    root, repo, prefix = space.root, space.repo, space.prefix
     signal_configs = [
         p
         for p in sorted((root / "streaming").glob("*.json"))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,12 +33,9 @@ import pyarrow.dataset as ds
 import pytest
 from feast import FeatureStore
 
-from tests.conftest import copy_repo, feast_apply
-from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import SignalClient
-from usp_feast.definitions import load_definitions
 from usp_feast.kafka_io import produce_events
-from usp_feast.runner import ensure_topics, write_prefixed_configs
 
 pytestmark = pytest.mark.e2e
 
@@ -247,14 +243,8 @@ def ms(moment: datetime) -> int:
 
 @pytest.fixture(scope="module")
 def training(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[dict]:
-    run = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e_training")
-    prefix = f"t{run}."
-    repo = copy_repo(root, stack.redis, f"e2e_train_{run}", topic_prefix=prefix)
-    feast_apply(repo)
-    streaming = root / "streaming"
-    topics = write_prefixed_configs(load_definitions(repo), streaming, prefix)
-    ensure_topics(stack.kafka, topics)
+    space = workspace(tmp_path_factory.mktemp("e2e_training"), stack.kafka, stack.redis, "train")
+    root, repo, prefix, streaming = space.root, space.repo, space.prefix, space.streaming
     names = (
         "search",
         "view",

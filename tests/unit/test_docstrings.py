@@ -32,6 +32,12 @@ pytestmark = pytest.mark.unit
         ("usp_feast.feast_sink", True),
         ("usp_feast.joins", True),
         ("usp_feast.traffic", True),
+        ("usp_feast.metric_names", True),
+        ("usp_feast.monitoring", True),
+        ("usp_feast.monitoring_checks", True),
+        ("usp_feast.job_metrics", True),
+        ("usp_feast.job_status", True),
+        ("usp_feast.scaffold", True),
         # Documents its format in prose; no runnable example yet.
         ("usp_feast.versions", False),
     ],

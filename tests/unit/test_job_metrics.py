@@ -242,3 +242,24 @@ def test_random_traffic_quantiles_track_numpy() -> None:
     for q in (0.5, 0.99):
         estimate = quantile(q, buckets)
         assert estimate == pytest.approx(float(np.quantile(values, q)), rel=0.35)
+
+
+def test_status_command_lists_registered_jobs_and_rejects_a_bad_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from usp_feast.cli import main
+
+    monkeypatch.setenv("USP_STATE_DIR", str(tmp_path))
+    runner = CliRunner()
+    empty = runner.invoke(main, ["status", "--once", "--interval", "0.01"])
+    assert empty.exit_code == 0 and "none running" in empty.output
+    register_job(_record("search+view", os.getpid(), port=1), tmp_path)
+    listed = runner.invoke(main, ["status", "--once", "--interval", "0.01"])
+    assert listed.exit_code == 0, listed.output
+    assert "search+view" in listed.output and "starting or unreachable" in listed.output
+    as_json = runner.invoke(main, ["status", "--json", "--interval", "0.01"])
+    assert [j["job"] for j in json.loads(as_json.output)] == ["search+view"]
+    bad = runner.invoke(main, ["status", "--interval", "0"])
+    assert bad.exit_code == 2 and "--interval" in bad.output

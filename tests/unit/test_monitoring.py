@@ -39,17 +39,20 @@ from usp_feast.metric_names import (
 from usp_feast.monitoring import (
     DEFAULT_THRESHOLDS,
     FLINK_STEM,
-    PROMETHEUS_SERIES,
     TARGETS_FILE,
     MonitoringError,
     Pipeline,
+    pipelines,
+    render_monitoring,
+)
+from usp_feast.monitoring_checks import (
+    PROMETHEUS_SERIES,
     check_dashboard,
     check_rules,
     dashboard_expressions,
     expression_metrics,
-    pipelines,
+    parse_expression,
     referenced_metrics,
-    render_monitoring,
     rule_expressions,
 )
 
@@ -186,7 +189,7 @@ def test_every_expression_parses_as_promql(rendered: dict[str, str]) -> None:
     ]
     assert len(expressions) > 100
     for expr in expressions:
-        monitoring.parse_expression(expr)  # raises on anything Prometheus would reject
+        parse_expression(expr)  # raises on anything Prometheus would reject
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
@@ -545,7 +548,7 @@ def test_the_flink_files_pass_the_checks(rendered: dict[str, str]) -> None:
     )
     assert len(expressions) == 4 + 10
     for expr in expressions:
-        monitoring.parse_expression(expr)
+        parse_expression(expr)
 
 
 def test_the_flink_files_render_the_same_whatever_the_definitions(
@@ -632,7 +635,7 @@ def _selectors(expr: str) -> list[promql_parser.VectorSelector]:
             found.append(node)
         return True
 
-    promql_parser.walk(monitoring.parse_expression(expr), visit)
+    promql_parser.walk(parse_expression(expr), visit)
     return found
 
 
