@@ -12,7 +12,8 @@ contract, transform) over ``--events`` generated search events in batches of ``-
 * **baseline**: the same four latency observations with ``prometheus_client.Histogram``,
   one ``observe`` call per event (the obvious way), per event;
 * **scrape**: rendering the exposition text of 9 pipelines (a job running every example
-  definition), milliseconds per scrape, without consumer lag (that asks the broker).
+  definition), milliseconds per scrape, without consumer lag (refreshed from the broker in
+  the background, not at scrape time).
 
 No services needed. Never asserts on time.
 

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from usp_feast.api_access import AccessPolicy
 from usp_feast.durations import DurationError, format_duration, parse_duration
 from usp_feast.job_status import JobMonitor
 from usp_feast.query import (
@@ -69,13 +70,17 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastAPI:
+def create_app(
+    client: SignalClient, monitor: JobMonitor | None = None, access: AccessPolicy | None = None
+) -> FastAPI:
     """Build the API application for one repository's client.
 
     Args:
         client: The repository's query client (its definitions too).
         monitor: Samples the running jobs for ``/v1/jobs``; by default one reading the local
             state directory's job registry.
+        access: API keys, scopes and rate limit (:mod:`usp_feast.api_access`); by default
+            what ``USP_API_KEYS`` and ``USP_API_RATE_LIMIT`` configure (unset: open).
 
     Example:
         >>> app = create_app(SignalClient.from_repo(repo_path))
@@ -94,6 +99,7 @@ def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastA
     """
     app = FastAPI(title="usp-feast query API", version="1", docs_url="/docs", redoc_url=None)
     monitor = JobMonitor() if monitor is None else monitor
+    access = AccessPolicy.from_env(os.environ) if access is None else access
     # One sample at a time: the monitor keeps the previous one to compute rates.
     sampling = asyncio.Lock()
     registry = CollectorRegistry()
@@ -112,12 +118,33 @@ def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastA
         requests.labels(route, str(status)).inc()
         latency.labels(route).observe(time.perf_counter() - started)
 
+    def refused(request: Request, scope: str) -> Response | None:
+        """The 401/403/429 answer when the caller may not use a route of ``scope`` now."""
+        host = request.client.host if request.client else "unknown"
+        admission = access.admit(request.headers, host, scope, time.monotonic())
+        if admission.status == 200:
+            return None
+        response = _json({"detail": admission.detail}, admission.status)
+        if admission.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="usp"'
+        if admission.retry_after is not None:
+            response.headers["Retry-After"] = str(admission.retry_after)
+        return response
+
     async def answer(
-        request: Request, route: str, allowed: tuple[str, ...], compute: Any
+        request: Request,
+        route: str,
+        allowed: tuple[str, ...],
+        compute: Any,
+        scope: str = "users.read",
     ) -> Response:
         # Plain Starlette endpoints: they parse their own parameters (for one-line 4xx
         # reasons), so FastAPI's per-request dependency solving would be pure overhead.
         started = time.perf_counter()
+        denied = refused(request, scope)
+        if denied is not None:
+            observe(route, denied.status_code, started)
+            return denied
         try:
             params = request.query_params
             unknown = sorted(set(params) - set(allowed))
@@ -249,7 +276,7 @@ def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastA
                 "next_cursor": page.next_cursor,
             }
 
-        return await answer(request, "segment_members", _MEMBERS_PARAMS, compute)
+        return await answer(request, "segment_members", _MEMBERS_PARAMS, compute, "segments.read")
 
     catalog = definitions_body(client)  # the client's definitions are fixed for its life
 
@@ -271,7 +298,7 @@ def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastA
                     raise ApiError(503, f"job health could not be read: {reason}") from None
             return {"count": len(found), "jobs": [job.to_dict() for job in found]}
 
-        return await answer(request, "jobs", (), compute)
+        return await answer(request, "jobs", (), compute, "ops.read")
 
     app.router.add_route(
         "/v1/users/{user_id}/signals/{signal}", recent_signals, methods=["GET"], name="signals"
@@ -315,7 +342,10 @@ def create_app(client: SignalClient, monitor: JobMonitor | None = None) -> FastA
         return response
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        denied = refused(request, "ops.read")
+        if denied is not None:
+            return denied
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestValidationError)

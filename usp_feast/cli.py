@@ -566,10 +566,12 @@ def serve(repo: Path, host: str, port: int, workers: int) -> None:
 
     import uvicorn
 
+    from usp_feast.api_access import AccessPolicy
     from usp_feast.query import RepoSettings
 
     try:
         RepoSettings.read(repo.resolve())  # fail here, not in each worker
+        AccessPolicy.from_env(os.environ)  # API keys and rate limit: same
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     os.environ["USP_REPO"] = str(repo.resolve())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 import typing
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from usp_feast.spec import (
 
 __all__ = [
     "RESERVED_PREFIXES",
+    "TRANSFORM_MODULES_ENV",
     "DefinitionError",
     "Definitions",
     "JobDefinition",
@@ -45,6 +47,7 @@ __all__ = [
     "feast_names",
     "load_definitions",
     "load_transform",
+    "transform_module_allowed",
     "validation_dir",
 ]
 
@@ -224,6 +227,14 @@ def check_definitions(
         problems.extend(_check_segment_signals(spec, known, shown, document))
     signal_specs, segment_specs = [s for s, _, _ in signals], [s for s, _, _ in segments]
     taken = feast_names(signal_specs, segment_specs, [s for s, _, _ in sessions])
+    for spec, shown, document in signals:
+        problems.extend(
+            _check_object_names(f"signal {spec.name!r}", "signal", taken, shown, document)
+        )
+    for spec, shown, document in segments:
+        problems.extend(
+            _check_object_names(f"segment {spec.name!r}", "segment", taken, shown, document)
+        )
     for spec, shown, document in sessions:
         problems.extend(_check_session_signals(spec, known, shown, document))
         problems.extend(
@@ -261,16 +272,55 @@ def _load_folder(
     return loaded
 
 
+TRANSFORM_MODULES_ENV = "USP_TRANSFORM_MODULES"
+"""Comma-separated module prefixes transform classes may come from, besides the repository's."""
+
+
+def transform_module_allowed(module_name: str, repo: Path, prefixes: Sequence[str]) -> bool:
+    """Whether a definition may name a transform class from ``module_name``.
+
+    Modules the repository ships (a top-level ``.py`` file or package folder in it) and those
+    under an operator-configured prefix only: importing runs a module's code, so a YAML file
+    must not be able to make a job import whatever is installed.
+
+    Example:
+        >>> transform_module_allowed("os", Path("."), [])
+        False
+        >>> transform_module_allowed("shared.transforms.search", Path("."), ["shared.transforms"])
+        True
+        >>> transform_module_allowed("shared.transformsx", Path("."), ["shared.transforms"])
+        False
+    """
+    top = module_name.split(".")[0]
+    if (repo / f"{top}.py").is_file() or (repo / top).is_dir():
+        return True
+    return any(module_name == p or module_name.startswith(f"{p}.") for p in prefixes)
+
+
+def _allowed_prefixes() -> list[str]:
+    text = os.environ.get(TRANSFORM_MODULES_ENV, "")
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
 def load_transform(spec: SignalSpec, repo: Path) -> Any:
     """Import and instantiate a signal's transform class.
 
     The repository folder is put on ``sys.path`` so classes can live beside the definitions.
+    Only modules of the repository, or under a prefix in ``$USP_TRANSFORM_MODULES``, are
+    imported (:func:`transform_module_allowed`); anything else is refused before import.
 
     Raises:
         ImportError: With a message naming the class path and what is missing.
 
     """
     module_name, _, class_name = spec.transform.rpartition(".")
+    prefixes = _allowed_prefixes()
+    if not transform_module_allowed(module_name, repo, prefixes):
+        allowed = f"the prefixes {', '.join(prefixes)}" if prefixes else "no other prefix"
+        raise ImportError(
+            f"transform module {module_name!r} is neither in the repository nor under an "
+            f"allowed prefix (${TRANSFORM_MODULES_ENV} allows {allowed}); not imported"
+        )
     with _importable(repo):
         try:
             module = importlib.import_module(module_name)
@@ -594,6 +644,35 @@ def _session_objects(spec: SessionEngagementSpec) -> list[tuple[str, str]]:
         (spec.view, "view"),
         (spec.push_source, "push source"),
         (f"{spec.name}_source", "file source"),
+    ]
+
+
+def _check_object_names(
+    owner: str, kind: str, taken: _FeastNames, shown: Path, document: CommentedMap
+) -> list[Problem]:
+    """The Feast objects a signal or segment compiles to are named like nothing else's.
+
+    A clash with a session is reported on the session (its own name check); two definitions
+    of one kind and name are reported as duplicates instead.
+    """
+    clashes = [
+        f"its {role.split(' of ')[0].removeprefix('the ')} {name!r} would be named like {other}"
+        for name, roles in taken.items()
+        for role_owner, role in roles
+        if role_owner == owner
+        for other_owner, other in roles
+        if other_owner != owner and not other_owner.startswith("session ")
+    ]
+    if not clashes:
+        return []
+    return [
+        Problem(
+            shown,
+            _line_of(document, ("name",)),
+            "name",
+            f"{'; '.join(clashes)} (Feast object names are shared by every definition); "
+            f"rename the {kind}",
+        )
     ]
 
 

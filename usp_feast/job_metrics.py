@@ -14,8 +14,9 @@ What is measured, per pipeline (names in :mod:`usp_feast.metric_names`):
   topics; segments and sessions read signal topics whose record time is the event time);
 * transform latency: validation + transform (or the keyed step) per event;
 * job latency: read → written to the store, visible to readers;
-* events read, rows stored, dead letters, and consumer lag (committed offsets → log end,
-  asked of the broker at scrape time, the way Kafka lag exporters do).
+* events read, rows stored, dead letters, and consumer lag (committed offsets → log end, the
+  way Kafka lag exporters compute it), refreshed from the broker every few seconds in the
+  background so that a scrape never waits on it.
 
 Histograms count per batch with numpy (one ``searchsorted`` per batch), so a batch of
 thousands of events costs microseconds, not one Python call per event.
@@ -48,6 +49,7 @@ from usp_feast import metric_names as names
 __all__ = [
     "ENV",
     "LATENCY_BUCKETS",
+    "LagRefresher",
     "LatencyHistogram",
     "PipelineMetrics",
     "latest_checkpoint",
@@ -214,7 +216,7 @@ class _JobCollector(Collector):
         self.bootstrap = bootstrap
         self.checkpoints = checkpoints
         self.pipelines: dict[str, PipelineMetrics] = {}
-        self._lag = _LagReader(bootstrap) if bootstrap else None
+        self._lag = LagRefresher(_LagReader(bootstrap), self.pipelines) if bootstrap else None
 
     def collect(self) -> Iterable[Metric]:
         for metrics in list(self.pipelines.values()):
@@ -225,9 +227,9 @@ class _JobCollector(Collector):
                 names.HELP[names.CONSUMER_LAG],
                 labels=["job", "pipeline", "kind", "topic"],
             )
-            for metrics in list(self.pipelines.values()):
-                for topic, records in self._lag.lag(metrics.consumer_group, metrics.topics):
-                    lag.add_metric([self.job, metrics.pipeline, metrics.kind, topic], records)
+            for (pipeline, topic), records in sorted(self._lag.current().items()):
+                kind = self.pipelines[pipeline].kind
+                lag.add_metric([self.job, pipeline, kind, topic], records)
             yield lag
         newest = latest_checkpoint(self.checkpoints) if self.checkpoints else None
         if newest is not None:
@@ -236,6 +238,69 @@ class _JobCollector(Collector):
             )
             gauge.add_metric([self.job], (newest / "_metadata").stat().st_mtime)
             yield gauge
+
+
+class LagRefresher:
+    """Keeps each pipeline's consumer lag current in the background.
+
+    A scrape then never waits on the broker: with the broker down, asking it at scrape time
+    would hold a scrape past Prometheus' timeout and report a live job as down. Values older
+    than ``stale_after`` seconds are left out (the lag is unknown, not zero).
+
+    Example:
+        >>> class Broker:
+        ...     def lag(self, group, topics):
+        ...         return [(t, 7) for t in topics]
+        >>> now = [0.0]
+        >>> pipelines = {"search": PipelineMetrics("search", "signal", "g", ("events.search",))}
+        >>> refresher = LagRefresher(Broker(), pipelines, start=False, clock=lambda: now[0])
+        >>> refresher.refresh(); refresher.current()
+        {('search', 'events.search'): 7}
+        >>> now[0] = 61.0; refresher.current()
+        {}
+    """
+
+    def __init__(
+        self,
+        reader: Any,
+        pipelines: dict[str, PipelineMetrics],
+        *,
+        interval: float = 5.0,
+        stale_after: float = 60.0,
+        start: bool = True,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.reader = reader
+        self.pipelines = pipelines
+        self.interval = interval
+        self.stale_after = stale_after
+        self.clock = clock
+        self._values: dict[tuple[str, str], tuple[int, float]] = {}
+        if start:
+            threading.Thread(target=self._run, name="usp-consumer-lag", daemon=True).start()
+
+    def refresh(self) -> None:
+        """Ask the broker once for every pipeline's lag."""
+        for metrics in list(self.pipelines.values()):
+            for topic, records in self.reader.lag(metrics.consumer_group, metrics.topics):
+                self._values[(metrics.pipeline, topic)] = (records, self.clock())
+
+    def current(self) -> dict[tuple[str, str], int]:
+        """``(pipeline, topic)`` → records behind, for values fresher than ``stale_after``."""
+        now = self.clock()
+        return {
+            key: records
+            for key, (records, at) in list(self._values.items())
+            if now - at <= self.stale_after
+        }
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception:  # never let the refresher die: the next round may succeed
+                logger.exception("consumer lag refresh failed")
+            time.sleep(self.interval)
 
 
 class _LagReader:

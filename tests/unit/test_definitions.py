@@ -201,7 +201,34 @@ def test_missing_transform_module(repo: Repo) -> None:
     problem = repo.only_problem()
 
     assert (problem.file, problem.line, problem.field) == (SEARCH, 9, "transform")
-    assert problem.message.startswith(f"cannot import transform module {missing!r}")
+    assert problem.message.startswith(
+        f"transform module {missing!r} is neither in the repository nor under an allowed prefix"
+    )
+
+
+def test_a_transform_outside_the_repository_is_refused_before_it_is_imported(
+    repo: Repo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing `this` prints the Zen of Python: a YAML file must not make a job run module
+    # code the repository does not ship.
+    sys.modules.pop("this", None)
+    repo.valid(old="{module}.GoodTransform", new="this.Zen")
+    problem = repo.only_problem()
+    assert problem.field == "transform"
+    assert problem.message == (
+        "transform module 'this' is neither in the repository nor under an allowed prefix "
+        "($USP_TRANSFORM_MODULES allows no other prefix); not imported"
+    )
+    assert "Beautiful is better than ugly" not in capsys.readouterr().out
+    assert "this" not in sys.modules
+
+    # An operator may allow a shared package by prefix; the class is then checked as usual.
+    monkeypatch.setenv("USP_TRANSFORM_MODULES", "json, shared.transforms")
+    repo.valid(old="{module}.GoodTransform", new="json.JSONDecoder")
+    assert repo.only_problem().message == (
+        "json.JSONDecoder has no transform(event) method; "
+        "subclass usp_feast.transforms.SignalTransform"
+    )
 
 
 def test_transform_module_with_a_syntax_error(repo: Repo) -> None:
@@ -997,3 +1024,30 @@ def test_join_prefix_is_reserved_for_join_job_configs(repo: Repo) -> None:
     problem = repo.only_problem()
 
     assert problem.field == "name" and "reserved for join signal job configs" in problem.message
+
+
+def test_a_signal_named_like_the_user_entity_or_another_signals_object_is_rejected(
+    repo: Repo,
+) -> None:
+    repo.valid(old="name: search", new="name: user")
+    problem = repo.only_problem()
+    assert (problem.file, problem.line, problem.field) == (SEARCH, 1, "name")
+    assert problem.message == (
+        "its view 'user' would be named like the user entity (Feast object names are shared by "
+        "every definition); rename the signal"
+    )
+
+    (repo.path / "signals" / "search.yaml").unlink()
+    repo.valid("a.yaml")
+    repo.valid("b.yaml", old="name: search", new="name: search_push")
+    problems = sorted(repo.problems(), key=str)
+    assert [(str(p.file), p.line, p.field) for p in problems] == [
+        ("signals/a.yaml", 1, "name"),
+        ("signals/b.yaml", 1, "name"),
+    ]
+    assert problems[0].message.startswith(
+        "its push source 'search_push' would be named like the view of signal 'search_push'"
+    )
+    assert problems[1].message.startswith(
+        "its view 'search_push' would be named like the push source of signal 'search'"
+    )

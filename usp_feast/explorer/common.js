@@ -2,13 +2,28 @@
    The pages read only the public HTTP API (/v1/...), like any other client. */
 "use strict";
 
-/** GET an API path. Resolves to {ok, status, body}; a refusal's body.detail says why. */
-async function getJSON(path) {
+/** GET an API path. Resolves to {ok, status, body}; a refusal's body.detail says why.
+    When the API asks for a key (401, USP_API_KEYS set on the server), the page asks for one
+    once and keeps it for this tab only (sessionStorage), sent as X-API-Key. */
+async function getJSON(path, asked = false) {
   let response;
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem("usp-api-key");
+  if (key) headers["X-API-Key"] = key;
   try {
-    response = await fetch(path, { headers: { Accept: "application/json" } });
+    response = await fetch(path, { headers });
   } catch (err) {
     return { ok: false, status: 0, body: { detail: `the API did not answer (${err.message})` } };
+  }
+  if (response.status === 401 && !asked) {
+    // Requests sent together all get a 401: the first asks, the others use its answer.
+    const stored = sessionStorage.getItem("usp-api-key");
+    if (stored && stored !== key) return getJSON(path, true);
+    const given = window.prompt("This API needs a key (X-API-Key):");
+    if (given) {
+      sessionStorage.setItem("usp-api-key", given.trim());
+      return getJSON(path, true);
+    }
   }
   let body;
   try {
