@@ -119,6 +119,14 @@ def running(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[Running
             60,
             "every search event read",
         )
+        # The checkpoint gauge exists once a checkpoint has completed; the first ones of a
+        # starting job may fail (Flink cannot trigger them yet), so one may not have yet.
+        wait_for(
+            lambda: (names.LAST_CHECKPOINT, None) in running.scrape(),
+            job,
+            120,
+            "the first completed checkpoint",
+        )
         yield running
     finally:
         job.stop()
