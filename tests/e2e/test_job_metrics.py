@@ -121,11 +121,16 @@ def running(tmp_path_factory: pytest.TempPathFactory, stack) -> Iterator[Running
         )
         # The checkpoint gauge exists once a checkpoint has completed; the first ones of a
         # starting job may fail (Flink cannot trigger them yet), so one may not have yet.
+        # Likewise the lag of each pipeline exists once the job's background refresh has
+        # asked the broker for it (every 5 s; a slow broker takes longer).
         wait_for(
-            lambda: (names.LAST_CHECKPOINT, None) in running.scrape(),
+            lambda: (
+                (names.LAST_CHECKPOINT, None) in (found := running.scrape())
+                and all((names.CONSUMER_LAG, p) in found for p in CONFIGS)
+            ),
             job,
             120,
-            "the first completed checkpoint",
+            "the first completed checkpoint and every pipeline's consumer lag",
         )
         yield running
     finally:
