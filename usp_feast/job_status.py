@@ -408,7 +408,7 @@ def status_view(jobs: Sequence[JobHealth]) -> RenderableType:
             else f"checkpoint {_duration(job.last_checkpoint_age_s * 1000)} ago"
         )
         table = Table(title=f"{job.job} (pid {job.pid}) · {checkpoint}", title_justify="left")
-        table.add_column("pipeline")
+        table.add_column("pipeline", min_width=16)
         for column in ("ev/s", "DLQ/s", "lag", "event", "ingest", "transform", "job"):
             table.add_column(column, justify="right", no_wrap=True)
         for pipeline in job.pipelines:
