@@ -210,5 +210,4 @@ def _parse_rate(text: str | None) -> float | None:
     match = _RATE.match(text)
     if match is None or float(match.group(1)) <= 0:
         raise ValueError(f"{RATE_ENV}={text!r}: expected <requests>/s or <requests>/m, e.g. 200/s")
-    per_second = float(match.group(1)) / (60 if match.group(2) == "m" else 1)
-    return per_second
+    return float(match.group(1)) / (60 if match.group(2) == "m" else 1)

@@ -97,7 +97,7 @@ def run_demo(
         thread.start()
     client = SignalClient.from_repo(repo)
     monitor = JobMonitor()
-    health = status_view([])
+    health, next_health = status_view([]), 0.0
     watched = [1, 2, 3]
     started, started_at = time.monotonic(), datetime.now(UTC)
     deadline = None if duration is None else started + duration
@@ -121,8 +121,9 @@ def run_demo(
                     status = (
                         f"[green]job running; first signal {first_signal_after:.0f} s after start"
                     )
-                if round(elapsed * 2) % 4 == 0:  # the jobs' metrics every 2 s
+                if time.monotonic() >= next_health:  # the jobs' metrics every 2 s
                     health = status_view([j for j in monitor.sample() if j.pid == job.pid])
+                    next_health = time.monotonic() + 2
                 live.update(Group(status, tables, health))
                 time.sleep(0.5)
     except KeyboardInterrupt:

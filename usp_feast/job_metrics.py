@@ -213,7 +213,6 @@ class _JobCollector(Collector):
 
     def __init__(self, job: str, bootstrap: str | None, checkpoints: Path | None) -> None:
         self.job = job
-        self.bootstrap = bootstrap
         self.checkpoints = checkpoints
         self.pipelines: dict[str, PipelineMetrics] = {}
         self._lag = LagRefresher(_LagReader(bootstrap), self.pipelines) if bootstrap else None
