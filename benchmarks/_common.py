@@ -12,10 +12,13 @@ import os
 import platform
 import random
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -449,3 +452,70 @@ def time_calls(obj: Any, attribute: str) -> list[int]:
 
     setattr(obj, attribute, timed)
     return spent
+
+
+# --- HTTP servers under test (bench_http.py, bench_api_load.py) ---------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    cmd: list[str], cwd: Path, log_file: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (so :func:`stop_server` ends it and its workers)."""
+    with log_file.open("wb") as out:
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_ready(
+    port: int, path: str, server: subprocess.Popen[bytes], log_file: Path, timeout_s: float = 180
+) -> None:
+    """Poll the health endpoint until it answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited ({server.returncode}):\n{log_file.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"server on port {port} not ready after {timeout_s:.0f} s:\n{log_file.read_text()}"
+    )
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server this script started (its own session: the server and its workers)."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def process_cpu_seconds(process: Any) -> float:
+    """User + system CPU seconds of a ``psutil.Process`` (0 once it has exited)."""
+    try:
+        times = process.cpu_times()
+    except Exception:  # a worker that exited meanwhile
+        return 0.0
+    return float(times.user + times.system)
+
+
+def redis_cpu_seconds(client: Any) -> float:
+    """CPU seconds the Redis server has used since it started (``INFO cpu``)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])

@@ -27,8 +27,6 @@ import os
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -98,7 +96,7 @@ def main() -> None:
             result.update(run(args, url, client, wrk, Path(tmp), project, servers))
         finally:
             for server in servers:
-                stop(server)
+                c.stop_server(server)
             removed = c.drop_ours(url, project)
             c.log(f"cleanup: {removed} keys")
             result["cleanup"] = {
@@ -133,7 +131,7 @@ def run(
         rng=random.Random(args.seed),
     )
 
-    usp_port, feast_port = free_port(), free_port()
+    usp_port, feast_port = c.free_port(), c.free_port()
     logs = tmp / "logs"
     logs.mkdir()
     c.log("starting usp serve and feast serve")
@@ -158,22 +156,15 @@ def run(
         "--max-requests",
         "0",
     ]
-    targets = {
+    targets: dict[str, dict[str, Any]] = {
         "usp": {"cmd": usp_cmd, "port": usp_port, "health": "/healthz"},
         "feast": {"cmd": feast_cmd, "port": feast_port, "health": "/health"},
     }
     for name, target in targets.items():
-        with (logs / f"{name}.log").open("wb") as out:
-            server = subprocess.Popen(
-                target["cmd"],
-                cwd=repo,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: stop() ends it and its workers
-            )
+        server = c.start_server(target["cmd"], repo, logs / f"{name}.log")
         servers.append(server)
         target["process"] = server
-        wait_ready(target["port"], target["health"], server, logs / f"{name}.log")
+        c.wait_ready(target["port"], target["health"], server, logs / f"{name}.log")
 
     checks = check_responses(args, usp_port, feast_port)
     c.log(f"responses: {checks}")
@@ -241,8 +232,8 @@ def measure(
 
     tree = [psutil.Process(target["process"].pid)]
     tree += tree[0].children(recursive=True)
-    server_before = sum(_cpu(p) for p in tree)
-    redis_before = _redis_cpu(raw)
+    server_before = sum(c.process_cpu_seconds(p) for p in tree)
+    redis_before = c.redis_cpu_seconds(raw)
     machine_before = c.machine_busy_seconds()
     window = c.CpuWindow(raw)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -252,8 +243,8 @@ def measure(
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine_cpu = c.machine_busy_seconds() - machine_before
     steal = window.stop()["steal_pct"]
-    server_cpu = sum(_cpu(p) for p in tree) - server_before
-    redis_cpu = _redis_cpu(raw) - redis_before
+    server_cpu = sum(c.process_cpu_seconds(p) for p in tree) - server_before
+    redis_cpu = c.redis_cpu_seconds(raw) - redis_before
     wrk_cpu = (children_after.ru_utime - children_before.ru_utime) + (
         children_after.ru_stime - children_before.ru_stime
     )
@@ -344,54 +335,6 @@ def check_responses(args: argparse.Namespace, usp_port: int, feast_port: int) ->
         "feast_non_null_values": sum(v is not None for v in values),
         "feast_response_bytes": len(feast_body),
     }
-
-
-def wait_ready(port: int, path: str, server: subprocess.Popen[bytes], log_file: Path) -> None:
-    """Poll the health endpoint until it answers 200."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited ({server.returncode}):\n{log_file.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server on port {port} not ready after 180 s:\n{log_file.read_text()}")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Stop a server this script started (its own session: the server and its workers)."""
-    if server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu(process: Any) -> float:
-    try:
-        times = process.cpu_times()
-    except Exception:  # a worker that exited meanwhile
-        return 0.0
-    return float(times.user + times.system)
-
-
-def _redis_cpu(raw: Any) -> float:
-    info = raw.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import argparse
 import gc
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import _common as c
 import orjson
@@ -49,7 +49,7 @@ def search_batches(events: int, batch: int) -> list[list[tuple[bytes, SourcePosi
     records: list[tuple[bytes, SourcePosition]] = []
     users = 200
     while len(records) < events:
-        config = TrafficConfig(users=users, seed=len(records), start=now - timedelta(hours=2))
+        config = TrafficConfig(users=users, seed=len(records))  # journeys ending by now
         for event in generate(config):
             if event.event_type == "search":
                 broker_ms = int(now.timestamp() * 1000) - 50

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark; each prints one JSON object, saved to $OUT/<name>.json.
-#   benchmarks/run_all.sh            full sizes (about 40 minutes on 2 cores, 29 of them bench_backfill)
-#   benchmarks/run_all.sh --quick    smoke run (about 3 minutes)
+#   benchmarks/run_all.sh            full sizes (about 46 minutes on 2 cores, 29 of them bench_backfill)
+#   benchmarks/run_all.sh --quick    smoke run (about 4 minutes)
 # Needs the local stack (`.venv/bin/usp dev up`, Redis on 127.0.0.1:16379) and wrk
 # (installed by benchmarks/setup.sh, which this script runs first).
 set -uo pipefail
@@ -14,7 +14,7 @@ PY=.venv/bin/python
 benchmarks/setup.sh || { echo "benchmarks/setup.sh failed: wrk is needed by bench_http" >&2; exit 1; }
 
 failed=()
-for name in write online_read recent http query job_metrics backfill; do
+for name in write online_read recent http api_load query job_metrics backfill; do
     echo "== bench_${name} $*" >&2
     if "$PY" "benchmarks/bench_${name}.py" "$@" >"$OUT/${name}.json"; then
         echo "   -> $OUT/${name}.json" >&2

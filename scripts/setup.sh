@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything usp-feast needs on this machine: a Java 17 JDK, redis-server, chromium and
-# prometheus (system packages), the .venv with the pinned dependencies, usp-feast itself in
-# editable mode, the Flink Kafka connector jars, and the project's Flink operators (java/,
-# compiled into a jar).
+# Set up everything usp-feast needs on this machine: a Java 17 JDK, redis-server, openssl,
+# chromium and prometheus (system packages), the .venv with the pinned dependencies, usp-feast
+# itself in editable mode, the Flink Kafka connector jars, and the project's Flink operators
+# (java/, compiled into a jar).
 #
 # Idempotent: a second run checks and skips, and takes seconds. The dependency install is skipped
 # while .venv/.usp-installed holds the hash of requirements/ and pyproject.toml.
@@ -51,6 +51,10 @@ fi
 # Debian's browser for the explorer's browser tests (Playwright drives it; it downloads none).
 if ! command -v chromium >/dev/null 2>&1; then
     missing+=(chromium)
+fi
+# openssl: the secured-Redis tests make their CA and certificates with it.
+if ! command -v openssl >/dev/null 2>&1; then
+    missing+=(openssl)
 fi
 # Prometheus and promtool: the tests load the generated rules into a real Prometheus.
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
@@ -119,7 +123,10 @@ if [ "$want" = "$have" ] && [ -x "$VENV/bin/usp" ]; then
 else
     step "python packages: installing requirements/base.in pinned by requirements/constraints.txt"
     rm -f "$STAMP"
-    "$UV" pip install --python "$PY" -c requirements/constraints.txt -r requirements/base.in \
+    # --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set
+    # (CI here) every process would then compile feast & co. from source at each start
+    # (seconds per process, paid again by every Flink TaskManager's embedded interpreter).
+    "$UV" pip install --python "$PY" --compile-bytecode -c requirements/constraints.txt -r requirements/base.in \
         || die "installing requirements/base.in failed (see above); fix the pins in requirements/, then rerun scripts/setup.sh."
     step "python packages: installing usp-feast in editable mode"
     "$UV" pip install --python "$PY" --no-deps -e . \

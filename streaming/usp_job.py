@@ -18,15 +18,15 @@ Kafka comes from ``USP_KAFKA_BOOTSTRAP`` (default: the local stack), Redis from 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import signal
-import site
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 
 def main() -> None:
@@ -34,7 +34,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+", type=Path, help="generated job config files")
     parser.add_argument("--repo", type=Path, default=Path("feature_repo"))
-    parser.add_argument("--checkpoints", type=Path, default=None)
+    parser.add_argument(
+        "--checkpoints",
+        default=None,
+        help="checkpoint folder, or a URI on shared storage (s3://bucket/path); default "
+        "<state dir>/checkpoints/<job>",
+    )
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument(
         "--metrics-port",
@@ -49,16 +54,21 @@ def main() -> None:
         help="port of Flink's own Prometheus reporter (default $USP_FLINK_METRICS_PORT, else "
         "a free one)",
     )
+    parser.add_argument(
+        "--jobmanager",
+        default=os.environ.get("USP_FLINK_JOBMANAGER") or None,
+        help="host:port of a Flink cluster's REST endpoint to run on (default "
+        "$USP_FLINK_JOBMANAGER, else a local mini-cluster in this process)",
+    )
     args = parser.parse_args()
     repo = args.repo.resolve()
     # Thread mode runs Python inside the JVM, which PyFlink starts on first use: this
     # interpreter's packages, usp_feast itself (an editable install is found through a .pth
     # file, which PYTHONPATH entries do not read) and the repository (transform classes)
     # must be on its path first.
-    package_root = Path(importlib.util.find_spec("usp_feast").origin).parents[1]
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [*site.getsitepackages(), str(package_root), str(repo)]
-    )
+    from usp_feast.cluster import python_path
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(python_path(repo))
 
     from usp_feast import devstack, job_metrics, job_status
     from usp_feast.flink import JobRuntime, build_job, prometheus_reporter_jar
@@ -67,15 +77,21 @@ def main() -> None:
 
     configs = [load_job_config(path) for path in args.configs]
     name = job_name(job_part(c.kind, c.definition) for c in configs)
-    checkpoints = args.checkpoints or devstack.state_dir() / "checkpoints" / name
+    shared = args.checkpoints if args.checkpoints and "://" in args.checkpoints else None
+    checkpoints = Path(args.checkpoints or devstack.state_dir() / "checkpoints" / name)
+    if shared:  # the folder then only holds what a local job keeps beside its checkpoints
+        checkpoints = devstack.state_dir() / "checkpoints" / name
     checkpoints.mkdir(parents=True, exist_ok=True)
     flink_port = args.flink_metrics_port or _free_port()
     runtime = JobRuntime(
         repo=repo,
         bootstrap_servers=devstack.endpoints().kafka,
         checkpoint_dir=checkpoints,
+        checkpoint_uri=shared,
         parallelism=args.parallelism,
         flink_metrics_port=flink_port,
+        jobmanager=args.jobmanager,
+        python_path=python_path(repo),
     )
     # The local mini-cluster loads no plugins/ folder: Flink's Prometheus reporter has to be
     # on the JVM's class path, and PyFlink's gateway appends $HADOOP_CLASSPATH to it.
@@ -103,9 +119,33 @@ def main() -> None:
     # `usp run` stops a job with SIGTERM: exit through Python so the record is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        build_job(configs, runtime).execute(f"usp: {name}")
+        if args.jobmanager is None:
+            build_job(configs, runtime).execute(f"usp: {name}")
+        else:
+            _run_on_cluster(build_job(configs, runtime), name, args.jobmanager)
     finally:
         job_status.unregister_job(name, record.pid)
+
+
+def _run_on_cluster(env: Any, name: str, rest: str) -> None:
+    """Submit to the cluster and stay until the job ends; stopping this process cancels it.
+
+    The cluster restarts failed tasks on its own (its restart strategy, spare TaskManagers):
+    this process only mirrors the job's life, as ``usp run`` does for a local job. After the
+    submission it speaks REST only: the signal that stops it may stop PyFlink's JVM too.
+    """
+    from usp_feast import cluster
+
+    job_id = str(env.execute_async(f"usp: {name}").get_job_id())
+    print(f"submitted job {job_id} ({name}) to {rest}", flush=True)
+    try:
+        while (state := cluster.job_state(rest, job_id)) not in cluster.FINAL_STATES:
+            time.sleep(1)
+    except (KeyboardInterrupt, SystemExit):
+        cluster.cancel_job(rest, job_id)
+        raise
+    if state != "FINISHED":
+        raise SystemExit(f"job {job_id} ended {state}; see http://{rest}/#/job/completed")
 
 
 def _free_port() -> int:

@@ -19,6 +19,7 @@ import pytest
 import redis
 import requests
 
+from tests.redis_cluster import running_cluster
 from usp_feast import devstack
 from usp_feast.store import VersionedStore, connect
 
@@ -40,26 +41,42 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-# The store contract runs against every backend; Redis Cluster joins this list when the
-# scale-out work adds a locally started cluster.
-BACKENDS = ["redis"]
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters started for this test session, stopped after it."""
+    with running_cluster() as cluster:
+        yield cluster.url
+
+
+# The store contract runs against every backend: the local stack's Redis, and a Redis Cluster
+# (the `redis_type` values of the online store config).
+BACKENDS = ["redis", "redis_cluster"]
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[VersionedStore]:
+def store(request: pytest.FixtureRequest) -> Iterator[VersionedStore]:
     """A versioned store under a project nobody else writes to; dropped afterwards."""
-    client = connect(redis_url)
+    cluster = request.param == "redis_cluster"
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    client = connect(url, cluster=cluster)
     versioned = VersionedStore(client, project=_unique("contract"))
     yield versioned
     versioned.drop_project()
     client.close()
 
 
-def copy_repo(destination: Path, redis_url: str, project: str, topic_prefix: str = "") -> Path:
+def copy_repo(
+    destination: Path,
+    redis_url: str,
+    project: str,
+    topic_prefix: str = "",
+    redis_type: str = "redis",
+) -> Path:
     """A copy of the example repository wired to the test Redis under its own project.
 
     ``topic_prefix`` renames the raw topics (``events.x`` → ``<prefix>events.x``) so a test's
-    jobs read only what the test produced.
+    jobs read only what the test produced; ``redis_type`` is the online store's (``redis`` or
+    ``redis_cluster``).
     """
     repo = destination / "feature_repo"
     shutil.copytree(
@@ -79,7 +96,8 @@ def copy_repo(destination: Path, redis_url: str, project: str, topic_prefix: str
         "online_store:\n"
         "  type: usp_feast.online_store.VersionedRedisOnlineStore\n"
         f"  connection_string: {redis_url}\n"
-        "offline_store:\n"
+        + (f"  redis_type: {redis_type}\n" if redis_type != "redis" else "")
+        + "offline_store:\n"
         "  type: usp_feast.offline_store.PartitionedParquetOfflineStore\n"
         "entity_key_serialization_version: 3\n"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -79,7 +80,7 @@ def init(directory: Path, project: str | None) -> None:
 
     DIRECTORY gets feature_repo/ (feature_store.yaml, definitions.py, signals/, transforms/),
     validation/ (the expectation suites) and a README; `usp generate` later writes streaming/,
-    backfill/ and monitoring/ beside feature_repo/.
+    backfill/, monitoring/ and deploy/kubernetes/ beside feature_repo/.
     """
     from usp_feast.scaffold import (
         EXAMPLE_SIGNAL,
@@ -187,25 +188,33 @@ def _streaming_dir(repo: Path, streaming: Path | None) -> Path:
 @STREAMING_OPTION
 @click.option("--check", is_flag=True, help="Exit non-zero if a generated file is stale.")
 def generate(repo: Path, streaming: Path | None, check: bool) -> None:
-    """Generate the streaming, backfill and monitoring files of every definition (deterministic)."""
+    """Generate the streaming, backfill, monitoring and Kubernetes files of every definition.
+
+    Beside the repository: streaming/ (job configs), backfill/, monitoring/ (Prometheus rules,
+    Grafana dashboards) and deploy/kubernetes/ (a Flink Kubernetes Operator deployment, see
+    docs/kubernetes.md). Deterministic: --check fails while any of them is stale.
+    """
     _generate(repo, streaming, check)
 
 
 def _generate(repo: Path, streaming: Path | None, check: bool) -> None:
     from usp_feast.definitions import DefinitionError, load_definitions
     from usp_feast.jobs import render_backfill_configs, render_job_configs
+    from usp_feast.kubernetes import KubernetesError, render_kubernetes
     from usp_feast.monitoring import MonitoringError, by_folder, render_monitoring
     from usp_feast.runner import stale_files, write_files
 
     try:
         definitions = load_definitions(repo)
         monitoring = by_folder(render_monitoring(definitions))
-    except (DefinitionError, MonitoringError) as exc:
+        kubernetes = render_kubernetes(definitions)
+    except (DefinitionError, MonitoringError, KubernetesError) as exc:
         raise click.ClickException(str(exc)) from None
     outputs = {
         _streaming_dir(repo, streaming): render_job_configs(definitions),
         _backfill_dir(repo): render_backfill_configs(definitions),
         **{_monitoring_dir(repo) / sub: files for sub, files in monitoring.items()},
+        _deploy_dir(repo) / "kubernetes": kubernetes,
     }
     if check:
         stale = [path for folder, files in outputs.items() for path in stale_files(files, folder)]
@@ -226,6 +235,10 @@ def _backfill_dir(repo: Path) -> Path:
 
 def _monitoring_dir(repo: Path) -> Path:
     return repo.resolve().parent / "monitoring"
+
+
+def _deploy_dir(repo: Path) -> Path:
+    return repo.resolve().parent / "deploy"
 
 
 @main.command()
@@ -274,16 +287,34 @@ def apply(repo: Path) -> None:
     help="Run every signal, join, segment and session engagement in one Flink job.",
 )
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--cluster",
+    "on_cluster",
+    is_flag=True,
+    help="Run on the cluster of `usp cluster up` (parallel, with failover) instead of in-process.",
+)
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel tasks per step (default: 1 locally; every working slot on --cluster).",
+)
 @REPO_OPTION
 @STREAMING_OPTION
 def run(
     names: tuple[str, ...],
     run_all: bool,
     duration: float | None,
+    on_cluster: bool,
+    parallelism: int | None,
     repo: Path,
     streaming: Path | None,
 ) -> None:
-    """Run signal, segment and session jobs by name on the local Flink mini-cluster until Ctrl-C."""
+    """Run signal, segment and session jobs by name on Flink until Ctrl-C.
+
+    Locally by default (a mini-cluster in the job's process); with --cluster, submitted to the
+    standalone cluster of `usp cluster up`, this command staying attached (Ctrl-C cancels it).
+    """
     from usp_feast import devstack
     from usp_feast.definitions import DefinitionError, load_definitions
     from usp_feast.jobs import config_file
@@ -305,12 +336,105 @@ def run(
     missing = [str(c) for c in configs if not c.is_file()]
     if missing:
         raise click.ClickException(f"no job config {', '.join(missing)}; run `usp generate`")
+    jobmanager = None
+    if on_cluster:
+        from usp_feast import cluster
+
+        running = cluster.info()
+        if running is None:
+            raise click.ClickException("no cluster runs here; start one with `usp cluster up`")
+        jobmanager = running["rest"]
+        parallelism = parallelism or cluster.ClusterSpec(**running["spec"]).parallelism
+    parallelism = parallelism or 1
     try:
-        ensure_topics(devstack.endpoints().kafka, definitions.topics(specs))
-        code = run_foreground(job_command(configs, repo.resolve()), duration)
+        # A topic needs a partition per parallel reader, or the extra readers idle.
+        ensure_topics(devstack.endpoints().kafka, definitions.topics(specs), parallelism)
+        command = job_command(
+            configs, repo.resolve(), parallelism=parallelism, jobmanager=jobmanager
+        )
+        code = run_foreground(command, duration)
     except RunnerError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+@main.group("cluster")
+def cluster_group() -> None:
+    """Manage a standalone Flink cluster on this machine (JobManager + TaskManagers)."""
+
+
+@cluster_group.command("up")
+@click.option(
+    "--taskmanagers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="TaskManagers whose slots jobs fill.",
+)
+@click.option(
+    "--standby",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Extra TaskManagers kept warm with free slots, for fast failover.",
+)
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Task slots per TaskManager.",
+)
+def cluster_up(taskmanagers: int, standby: int, slots: int) -> None:
+    """Start the cluster and wait until every TaskManager has registered (idempotent)."""
+    from usp_feast import cluster
+
+    port = int(os.environ.get("USP_FLINK_REST_PORT") or 18081)
+    spec = cluster.ClusterSpec(taskmanagers=taskmanagers, standby=standby, slots=slots,
+                               rest_port=port)  # fmt: skip
+    click.echo(f"starting Flink: 1 JobManager, {spec.processes} TaskManagers ...")
+    try:
+        record = cluster.up(spec)
+    except cluster.ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"cluster up: http://{record['rest']} (web UI), parallelism {spec.parallelism}, "
+        f"{standby} standby TaskManager(s); logs in {cluster.cluster_dir() / 'log'}"
+    )
+
+
+@cluster_group.command("down")
+def cluster_down() -> None:
+    """Stop the cluster's TaskManagers and JobManager (idempotent)."""
+    from usp_feast import cluster
+
+    try:
+        cluster.down()
+    except cluster.ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("cluster stopped")
+
+
+@cluster_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def cluster_status(as_json: bool) -> None:
+    """Show the cluster's TaskManagers, free slots and running jobs."""
+    from usp_feast import cluster
+
+    state = cluster.status()
+    if as_json:
+        click.echo(json.dumps(state, indent=2, sort_keys=True))
+    elif not state["running"]:
+        click.echo("no cluster runs (start one with `usp cluster up`)")
+    elif "error" in state:
+        raise click.ClickException(state["error"])
+    else:
+        click.echo(
+            f"cluster at http://{state['rest']}: {state['jobs_running']} job(s) running, "
+            f"{state['slots_available']}/{state['slots_total']} slots free"
+        )
+        for tm_id, slots in sorted(state["taskmanagers"].items()):
+            click.echo(f"  {tm_id:12} {slots['slots'] - slots['free']}/{slots['slots']} slots busy")
 
 
 @main.group()

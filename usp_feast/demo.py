@@ -180,12 +180,12 @@ def _count_dead_letters(
 ) -> None:
     from confluent_kafka import Consumer
 
+    from usp_feast.connections import kafka_config
+
     consumer = Consumer(
-        {
-            "bootstrap.servers": kafka,
-            "group.id": f"usp-demo-{time.time_ns()}",
-            "auto.offset.reset": "latest",
-        }
+        kafka_config(
+            kafka, {"group.id": f"usp-demo-{time.time_ns()}", "auto.offset.reset": "latest"}
+        )
     )
     consumer.subscribe([spec.dead_letter_topic for spec in definitions.signals])
     while not stop.is_set():

@@ -40,6 +40,14 @@ from urllib.parse import urlsplit
 
 import redis
 
+from usp_feast.connections import (
+    ConnectionSettingsError,
+    kafka_config,
+    redis_options,
+    redis_problem,
+    resolve_redis_url,
+)
+
 __all__ = [
     "BROKERS",
     "KAFKA_BROKER",
@@ -47,9 +55,14 @@ __all__ = [
     "StackEndpoints",
     "down",
     "endpoints",
+    "is_ours_and_alive",
     "kafka_broker",
+    "port_in_use",
+    "process_record",
+    "start_ticks",
     "state_dir",
     "status",
+    "stop_group",
     "up",
 ]
 
@@ -349,7 +362,9 @@ def _services() -> list[_Service]:
             log=redis_dir / "redis.log",
             command=redis_command,
             prepare=lambda: redis_dir.mkdir(parents=True, exist_ok=True),
-            probe=lambda timeout: _redis_answers(ends.redis, timeout),
+            probe=lambda timeout: _redis_answers(
+                ends.redis, timeout, secured=bool(os.environ.get("USP_REDIS_URL"))
+            ),
             external=bool(os.environ.get("USP_REDIS_URL")),
             impl="redis-server",
         ),
@@ -372,10 +387,22 @@ def _services() -> list[_Service]:
     ]
 
 
-def _redis_answers(url: str, timeout: float) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def _redis_answers(url: str, timeout: float, *, secured: bool = False) -> bool:
+    # A Redis given by USP_REDIS_URL is reached with the environment's credentials and TLS files
+    # (usp_feast.connections); the one `usp dev up` starts has neither.
+    try:
+        url = resolve_redis_url(url)
+        options = redis_options(url) if secured else {}
+    except ConnectionSettingsError as exc:
+        raise DevStackError(str(exc)) from None
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, **options
+    )
     try:
         return bool(client.ping())
+    except redis.AuthenticationError as exc:
+        # Waiting would not help: say which setting to fix.
+        raise DevStackError(f"{redis_problem(exc)} (USP_REDIS_URL {url})") from None
     except (redis.RedisError, OSError):
         return False
     finally:
@@ -396,7 +423,14 @@ def _kafka_answers(
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
+    # A broker given by USP_KAFKA_BOOTSTRAP is reached with the environment's SASL and TLS
+    # settings (usp_feast.connections); the one `usp dev up` starts is plaintext.
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": logger}
+    if not managed:
+        try:
+            config = kafka_config(bootstrap, {"logger": logger})
+        except ConnectionSettingsError as exc:
+            raise DevStackError(str(exc)) from None
     admin = AdminClient(config)
     try:
         metadata = admin.list_topics(timeout=max(timeout, 1.0))
@@ -416,7 +450,8 @@ def _kafka_answers(
     return True
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
+    """Whether something listens on (or holds) a loopback port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR so that a port in TIME_WAIT after our own down() still counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -430,7 +465,7 @@ def _port_in_use(port: int) -> bool:
 # --- Process records ----------------------------------------------------------------------------
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """Return the process start time in clock ticks, or None without /proc or for a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -450,7 +485,12 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _is_ours_and_alive(record: dict[str, Any]) -> bool:
+def process_record(pid: int) -> dict[str, Any]:
+    """What tells a process we started apart from a later one given the same pid."""
+    return {"pid": pid, "start_ticks": start_ticks(pid)}
+
+
+def is_ours_and_alive(record: dict[str, Any]) -> bool:
     """Whether the recorded process still runs and is the one we started, not a reused pid."""
     pid = int(record["pid"])
     _reap(pid)
@@ -462,7 +502,7 @@ def _is_ours_and_alive(record: dict[str, Any]) -> bool:
         # Another user's process: certainly not one we started.
         return False
     if Path("/proc").is_dir():
-        return _start_ticks(pid) == record.get("start_ticks")
+        return start_ticks(pid) == record.get("start_ticks")
     return True
 
 
@@ -482,7 +522,7 @@ def _write_record(service: _Service, record: dict[str, Any]) -> None:
 
 def _live_record(service: _Service) -> dict[str, Any] | None:
     record = _read_record(service)
-    if record is not None and _is_ours_and_alive(record):
+    if record is not None and is_ours_and_alive(record):
         return record
     return None
 
@@ -560,8 +600,7 @@ def _start(service: _Service) -> dict[str, Any]:
                 "run scripts/setup.sh to install it, then run `usp dev up` again."
             ) from error
     record = {
-        "pid": pid,
-        "start_ticks": _start_ticks(pid),
+        **process_record(pid),
         "port": service.port,
         "command": command,
         "log": str(service.log),
@@ -593,38 +632,46 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _stop(service: _Service, record: dict[str, Any]) -> None:
+    stop_group(record, service.label)
+    service.record.unlink(missing_ok=True)
+
+
+def stop_group(record: dict[str, Any], label: str) -> None:
+    """Stop the process group a record (``pid``, ``start_ticks``) names: SIGTERM, then SIGKILL.
+
+    Nothing happens when the process is gone or its pid now belongs to someone else.
+
+    Raises:
+        DevStackError: The group outlived SIGKILL.
+    """
     pid = int(record["pid"])
-    if not _is_ours_and_alive(record):
-        # Already gone, or the pid now belongs to someone else: either way nothing of ours to stop.
-        service.record.unlink(missing_ok=True)
+    if not is_ours_and_alive(record):
         return
-    logger.info("stopping %s (pid %d)", service.label, pid)
+    logger.info("stopping %s (pid %d)", label, pid)
     # The service leads its own group (see _start); signalling the group also reaches children,
     # e.g. the broker binary behind a wrapper script.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
+    if _wait_for_group_exit(pid):
+        return
+    logger.warning("%s ignored SIGTERM for %.0fs; killing it", label, _STOP_TIMEOUT_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if not _wait_for_group_exit(pid):
+        raise DevStackError(
+            f"{label} (process group {pid}) did not exit after SIGKILL; "
+            f"check it with `ps -g {pid}` and stop it by hand."
+        )
+
+
+def _wait_for_group_exit(pid: int) -> bool:
     deadline = time.monotonic() + _STOP_TIMEOUT_S
     while time.monotonic() < deadline:
         _reap(pid)
         if not _group_alive(pid):
-            break
+            return True
         time.sleep(_POLL_S)
-    else:
-        logger.warning("%s ignored SIGTERM for %.0fs; killing it", service.label, _STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        deadline = time.monotonic() + _STOP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not _group_alive(pid):
-                break
-            time.sleep(_POLL_S)
-        else:
-            raise DevStackError(
-                f"{service.label} (process group {pid}) did not exit after SIGKILL; "
-                f"check it with `ps -g {pid}` and stop it by hand."
-            )
-    service.record.unlink(missing_ok=True)
+    return False
 
 
 # --- Public API ---------------------------------------------------------------------------------
@@ -677,7 +724,7 @@ def up(wait_seconds: float = 30) -> StackEndpoints:
                 continue
             service.record.unlink(missing_ok=True)
             # Checked for every service before starting any, so a conflict leaves nothing behind.
-            if _port_in_use(service.port):
+            if port_in_use(service.port):
                 raise DevStackError(
                     f"{service.label} cannot start: {_HOST}:{service.port} is already in use by "
                     f"a process `usp dev up` did not start (its log would be {service.log}); "
@@ -709,7 +756,7 @@ def _wait_until_answering(
     while True:
         if service.probe(1.0):
             return
-        if record is not None and not _is_ours_and_alive(record):
+        if record is not None and not is_ours_and_alive(record):
             raise _failure(service, "exited during startup")
         if time.monotonic() >= deadline:
             if service.external:

@@ -44,6 +44,7 @@ from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, 
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
+from usp_feast.connections import kafka_java_properties, kafka_table_options
 from usp_feast.job_metrics import latest_checkpoint
 from usp_feast.jobs import (
     AnyJobConfig,
@@ -69,6 +70,7 @@ __all__ = [
     "prometheus_reporter_jar",
     "raw_batches",
     "unbatch",
+    "warm_up_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,13 @@ class JobRuntime:
     parallelism: int = 1
     flink_metrics_port: int | None = None
     """Where Flink's own Prometheus reporter serves (restarts, checkpoints, backpressure)."""
+    checkpoint_uri: str | None = None
+    """Checkpoints on shared storage (``s3://...``) instead of ``checkpoint_dir``; restoring
+    is then the deployment's business (the Kubernetes operator's ``upgradeMode``)."""
+    jobmanager: str | None = None
+    """``host:port`` of a Flink cluster's REST endpoint to submit to; None runs a mini-cluster."""
+    python_path: tuple[str, ...] = ()
+    """What a cluster's TaskManagers put on their Python path: packages, usp_feast, the repo."""
 
 
 def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExecutionEnvironment:
@@ -153,27 +162,34 @@ def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExe
     conf.set_string("execution.buffer-timeout.interval", f"{first.buffer_timeout_ms} ms")
     # Not Path.as_uri(): Flink does not undo its percent-encoding, so a job named a+b would
     # checkpoint into "a%2Bb" and never find that checkpoint again on restart.
-    conf.set_string("execution.checkpointing.dir", f"file://{runtime.checkpoint_dir.resolve()}")
+    conf.set_string(
+        "execution.checkpointing.dir",
+        runtime.checkpoint_uri or f"file://{runtime.checkpoint_dir.resolve()}",
+    )
     conf.set_string(
         "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
     )
     conf.set_string("execution.checkpointing.num-retained", "2")
     conf.set_string("restart-strategy.type", "exponential-delay")
-    if runtime.flink_metrics_port is not None:
+    if runtime.jobmanager is not None:
+        # The TaskManagers' embedded interpreters import the job's code from these folders
+        # (the cluster shares this machine's file system, see usp_feast.cluster).
+        conf.set_string("python.pythonpath", os.pathsep.join(runtime.python_path))
+    elif runtime.flink_metrics_port is not None:
         conf.set_string("metrics.reporter.prom.factory.class", PROMETHEUS_REPORTER)
         conf.set_string("metrics.reporter.prom.port", str(runtime.flink_metrics_port))
     if any(getattr(c, "state_backend", "hashmap") == "rocksdb" for c in configs):
         conf.set_string("state.backend.type", "rocksdb")
         # Each checkpoint uploads only the RocksDB files that changed since the last one.
         conf.set_string("execution.checkpointing.incremental", "true")
-    restore = latest_checkpoint(runtime.checkpoint_dir)
+    restore = None if runtime.checkpoint_uri else latest_checkpoint(runtime.checkpoint_dir)
     if restore is not None:
         logger.warning("restoring from checkpoint %s", restore)
         conf.set_string("execution.state-recovery.path", str(restore))
         # A checkpoint of an older job version may hold state of operators that no longer
         # exist (the source offsets, which matter, keep their operator): start anyway.
         conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env = _environment(conf, runtime)
     # add_jars also puts them on this client's class path, where the Java operators are built.
     env.add_jars(*(p.as_uri() for p in jar_paths()))
     env.set_parallelism(runtime.parallelism)
@@ -189,6 +205,64 @@ def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExe
         else:
             _add_signal(env, t_env, config, runtime)
     return env
+
+
+def _environment(conf: Configuration, runtime: JobRuntime) -> StreamExecutionEnvironment:
+    """A local mini-cluster, or a client of the cluster at ``runtime.jobmanager``."""
+    if runtime.jobmanager is None:
+        return StreamExecutionEnvironment.get_execution_environment(conf)
+    return _remote_environment(conf, runtime.jobmanager)
+
+
+def _remote_environment(conf: Configuration, jobmanager: str) -> StreamExecutionEnvironment:
+    # PyFlink's get_execution_environment is always local outside `flink run`: build Java's
+    # remote environment directly (it submits over the JobManager's REST endpoint).
+    host, _, port = jobmanager.rpartition(":")
+    gateway = get_gateway()
+    no_jars = gateway.new_array(gateway.jvm.String, 0)  # add_jars ships them, as locally
+    j_env = gateway.jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+    return StreamExecutionEnvironment(
+        j_env.createRemoteEnvironment(host, int(port), conf._j_configuration, no_jars)
+    )
+
+
+class _WarmUp(MapFunction):
+    """Imports what every pipeline's Python steps import, in the TaskManager it runs in."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """The import is the work: it stays in the TaskManager's one embedded interpreter."""
+        import usp_feast.feast_sink
+        import usp_feast.flink_joins
+        import usp_feast.flink_keyed
+        import usp_feast.flink_segments
+        import usp_feast.flink_sessions
+        import usp_feast.processing  # noqa: F401
+
+    def map(self, value: Any) -> Any:
+        """Passes the element on (nothing reads it)."""
+        return value
+
+
+def warm_up_job(jobmanager: str, python_path: Sequence[str], parallelism: int) -> None:
+    """Run a short job with a task in ``parallelism`` slots, importing the pipelines' Python.
+
+    A job's Python steps import feast and the rest on first use, which costs seconds in a
+    fresh TaskManager; a standby warmed this way takes over a failed task without that cost.
+    """
+    conf = Configuration()
+    conf.set_string("python.execution-mode", "thread")
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.pythonpath", os.pathsep.join(python_path))
+    env = _remote_environment(conf, jobmanager)
+    env.set_parallelism(parallelism)
+    (
+        env.from_collection(list(range(parallelism)), type_info=Types.INT())
+        .rebalance()
+        .map(_WarmUp(), output_type=Types.INT())
+        .filter(lambda _: False)
+        .print()
+    )
+    env.execute("usp: warm-up")
 
 
 def _add_signal(
@@ -244,7 +318,9 @@ def kafka_rows(
     """Rows of Kafka ``topics`` (raw format: the value plus the given metadata ``columns``).
 
     Reads from the consumer group's committed offsets (the earliest on a first start), with a
-    short fetch wait so that a quiet topic does not hold records back.
+    short fetch wait so that a quiet topic does not hold records back. SASL and TLS settings
+    come from the environment when the job is built
+    (:func:`usp_feast.connections.kafka_table_options`).
     """
     t_env.execute_sql(
         f"""
@@ -255,7 +331,7 @@ def kafka_rows(
           'properties.bootstrap.servers' = '{bootstrap}',
           'properties.group.id' = '{group}',
           'properties.auto.offset.reset' = 'earliest',
-          'properties.fetch.max.wait.ms' = '20',
+          'properties.fetch.max.wait.ms' = '20',{kafka_table_options()}
           'scan.startup.mode' = 'group-offsets',
           'format' = 'raw'
         )"""
@@ -304,8 +380,12 @@ def java_operator(stream: DataStream, name: str, out_type: Any, operator: Any) -
 
 
 def kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
-    """An at-least-once Kafka sink of string records (readers are idempotent downstream)."""
-    return (
+    """An at-least-once Kafka sink of string records (readers are idempotent downstream).
+
+    SASL and TLS settings come from the environment when the job is built
+    (:func:`usp_feast.connections.kafka_java_properties`).
+    """
+    builder = (
         KafkaSink.builder()
         .set_bootstrap_servers(bootstrap)
         .set_record_serializer(
@@ -316,8 +396,10 @@ def kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
         )
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
         .set_property("linger.ms", "2")
-        .build()
     )
+    for key, value in kafka_java_properties().items():
+        builder = builder.set_property(key, value)
+    return builder.build()
 
 
 class ProcessBatch(MapFunction):
@@ -341,7 +423,7 @@ class ProcessBatch(MapFunction):
         from usp_feast.contracts import Contract
         from usp_feast.definitions import load_definitions, load_transform, validation_dir
         from usp_feast.feast_sink import FeastSink, OverlappedWriter
-        from usp_feast.pipeline import SignalPipeline
+        from usp_feast.pipeline import EventTimeBounds, SignalPipeline
         from usp_feast.processing import SignalProcessor
         from usp_feast.spec import SignalSpec
 
@@ -349,7 +431,9 @@ class ProcessBatch(MapFunction):
         if not isinstance(spec, SignalSpec):
             raise ValueError(f"{spec.name} is a join signal; regenerate the streaming/ configs")
         contract = Contract.load(validation_dir(self.repo) / self.config.suite)
-        pipeline = SignalPipeline(spec, load_transform(spec, self.repo))
+        # Live events older than the retention are refused (history is the backfill's).
+        bounds = EventTimeBounds(max_age=spec.retention)
+        pipeline = SignalPipeline(spec, load_transform(spec, self.repo), bounds)
         self.processor = SignalProcessor(pipeline, contract, self.config.max_event_bytes)
         self.sink = FeastSink(self.repo, self.config.signal, offline=True)
         self.writer = OverlappedWriter(self.sink.write)

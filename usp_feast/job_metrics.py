@@ -312,15 +312,13 @@ class _LagReader:
     def lag(self, group: str, topics: Sequence[str]) -> Iterator[tuple[str, int]]:
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+        from usp_feast.connections import kafka_config
+
         consumer = self._consumers.get(group)
         if consumer is None:
             # Never subscribes, so it never joins the group: it only reads the offsets.
             consumer = Consumer(
-                {
-                    "bootstrap.servers": self.bootstrap,
-                    "group.id": group,
-                    "enable.auto.commit": False,
-                }
+                kafka_config(self.bootstrap, {"group.id": group, "enable.auto.commit": False})
             )
             self._consumers[group] = consumer
         for topic in topics:

@@ -1,4 +1,8 @@
-"""Small Kafka helpers over confluent-kafka (standard clients only, any Kafka cluster works)."""
+"""Small Kafka helpers over confluent-kafka (standard clients only, any Kafka cluster works).
+
+Every client is configured by :func:`usp_feast.connections.kafka_config`, so the SASL and TLS
+settings of the environment (``USP_KAFKA_SECURITY_PROTOCOL`` and the rest) apply to it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from usp_feast.connections import kafka_config
 from usp_feast.traffic import RawEvent
 
 __all__ = ["consume_all", "end_offsets", "produce_events", "producer", "send"]
@@ -16,7 +21,7 @@ __all__ = ["consume_all", "end_offsets", "produce_events", "producer", "send"]
 
 def producer(bootstrap: str, **config: Any) -> Producer:
     """A producer tuned for low latency (events are sent as they come)."""
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, **config})
+    return Producer(kafka_config(bootstrap, {"linger.ms": 1, **config}))
 
 
 def send(sender: Producer, topic: str, value: bytes) -> None:
@@ -49,9 +54,7 @@ def produce_events(bootstrap: str, events: Iterable[RawEvent | tuple[str, bytes]
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Partition → current end offset of ``topic`` (where a reader starting now begins)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"usp-offsets-{time.time_ns()}"}
-    )
+    consumer = Consumer(kafka_config(bootstrap, {"group.id": f"usp-offsets-{time.time_ns()}"}))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return {
@@ -76,15 +79,17 @@ def consume_all(
     earlier) so a reader skips a long history it does not need.
     """
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"usp-reader-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            # Brokers finish a new group's join after a share of the session timeout (and
-            # Kafka delays the first rebalance): keep it short so reading starts promptly.
-            "session.timeout.ms": 6000,
-        }
+        kafka_config(
+            bootstrap,
+            {
+                "group.id": f"usp-reader-{time.time_ns()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                # Brokers finish a new group's join after a share of the session timeout (and
+                # Kafka delays the first rebalance): keep it short so reading starts promptly.
+                "session.timeout.ms": 6000,
+            },
+        )
     )
     assigned_at: list[float] = []
     if start is None:

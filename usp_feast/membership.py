@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import redis
 
+from usp_feast.connections import redis_problem
 from usp_feast.store import RedisClient, StoreUnavailableError, now_micros
 
 __all__ = [
@@ -170,4 +171,5 @@ class MembersIndex:
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(f"Redis is not reachable ({exc})") from exc
+            reason = redis_problem(exc) or f"Redis is not reachable ({exc})"
+            raise StoreUnavailableError(reason) from exc

@@ -59,7 +59,8 @@ class VersionedRedisOnlineStoreConfig(FeastConfigBaseModel):
 
     connection_string: StrictStr | None = None
     """Redis URL (``redis://``, ``rediss://`` for TLS); ``${VAR}`` is expanded by Feast.
-    Unset: ``$USP_REDIS_URL``, else the local stack of ``usp dev up``."""
+    Unset: ``$USP_REDIS_URL``, else the local stack of ``usp dev up``. No password here: the
+    password and TLS files come from ``USP_REDIS_*`` variables (:mod:`usp_feast.connections`)."""
 
     redis_type: Literal["redis", "redis_cluster"] = "redis"
     """``redis_cluster`` for Redis Cluster; keys are hash-tagged per entity either way."""

@@ -7,16 +7,28 @@ through :meth:`JoinSidePipeline.process` the same way before the join sees them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from usp_feast.durations import format_duration
 from usp_feast.joins import SideRecord
 from usp_feast.spec import JoinSideSpec, SignalSpec
 from usp_feast.versions import to_micros
 
-__all__ = ["JoinSidePipeline", "RejectedEvent", "SignalPipeline", "check_types", "parse_event_time"]
+__all__ = [
+    "MAX_AHEAD",
+    "EventTimeBounds",
+    "JoinSidePipeline",
+    "RejectedEvent",
+    "SignalPipeline",
+    "check_types",
+    "parse_event_time",
+]
+
+MAX_AHEAD = timedelta(minutes=5)
+"""How far ahead of the clock an event time may be (producers' clocks drift a little)."""
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -53,6 +65,52 @@ def parse_event_time(value: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class EventTimeBounds:
+    """How far an event time may stray from the clock before the event is rejected.
+
+    An event from the future would pull every watermark downstream ahead of real time (all
+    later events would then count as late for windows, sessions and segments) and would stay
+    a user's newest event until its time came. One older than ``max_age`` (the streaming jobs
+    give a signal's retention) has nothing left to update online: history is the backfill's.
+
+    Example:
+        >>> at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+        >>> bounds = EventTimeBounds(max_age=timedelta(days=1), clock=lambda: at)
+        >>> try:
+        ...     bounds.check(at + timedelta(hours=1))
+        ... except RejectedEvent as exc:
+        ...     print(exc.reason.split(";")[0])
+        event time 2026-11-27T13:00:00Z is 1h ahead of the clock (at most 5m)
+    """
+
+    max_ahead: timedelta = MAX_AHEAD
+    max_age: timedelta | None = None
+    clock: Callable[[], datetime] = field(default=_utc_now, compare=False)
+
+    def check(self, moment: datetime) -> None:
+        """Raise ``RejectedEvent`` naming the bound when ``moment`` is out of bounds."""
+        now = self.clock()
+        if moment - now > self.max_ahead:
+            raise RejectedEvent(
+                f"event time {_iso(moment)} is {format_duration(moment - now)} ahead of the "
+                f"clock (at most {format_duration(self.max_ahead)}); fix the producer's clock"
+            )
+        if self.max_age is not None and now - moment > self.max_age:
+            raise RejectedEvent(
+                f"event time {_iso(moment)} is older than {format_duration(self.max_age)} "
+                "(the signal's retention); load history with `usp backfill`"
+            )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class SignalPipeline:
     """A signal's definition plus its transform instance.
@@ -72,6 +130,7 @@ class SignalPipeline:
 
     spec: SignalSpec
     transform: Any
+    bounds: EventTimeBounds = EventTimeBounds()
 
     @property
     def name(self) -> str:
@@ -89,6 +148,7 @@ class SignalPipeline:
         user = _user_of(event, spec.entity_key)
         event_id = _event_id_of(event, spec.event_id)
         event_time = parse_event_time(event.get(spec.event_time))
+        self.bounds.check(event_time)
         extra = self.transform.validate(event) if hasattr(self.transform, "validate") else []
         if extra:
             raise RejectedEvent("; ".join(extra))
@@ -161,6 +221,7 @@ class JoinSidePipeline:
     name: str
     user_key: str | None = None
     """The event field holding the user (the left side's); kept as ``user_id``."""
+    bounds: EventTimeBounds = EventTimeBounds()
 
     def process(self, event: Mapping[str, Any]) -> tuple[str, SideRecord]:
         """The event's join key (as text, the same for ``9`` on either side) and its record.
@@ -172,6 +233,7 @@ class JoinSidePipeline:
         side = self.side
         event_id = _event_id_of(event, side.event_id)
         moment = parse_event_time(event.get(side.event_time))
+        self.bounds.check(moment)
         key = event.get(side.key)
         if key is None or isinstance(key, (bool, dict, list)) or "\x1f" in str(key):
             raise RejectedEvent(f"join key {side.key} must be a string or a number, got {key!r}")

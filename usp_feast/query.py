@@ -18,6 +18,7 @@ import yaml
 
 from usp_feast import devstack
 from usp_feast.aggregates import AggregateError, AggregateSpec, aggregate_all
+from usp_feast.connections import ConnectionSettingsError
 from usp_feast.definitions import load_definitions
 from usp_feast.engagements import Engagement, served
 from usp_feast.filters import Filter, FilterError, parse_filter
@@ -303,14 +304,17 @@ class SignalClient:
         repo = Path(path).resolve()
         settings = RepoSettings.read(repo)
         cluster = settings.redis_type == "redis_cluster"
-        client = connect(settings.connection_string, cluster=cluster)
+        try:
+            client = connect(settings.connection_string, cluster=cluster)
+            reader = AsyncRecentReader(
+                settings.connection_string,
+                project=settings.project,
+                prefix=settings.key_prefix,
+                cluster=cluster,
+            )
+        except ConnectionSettingsError as exc:  # a USP_REDIS_* variable that cannot work
+            raise QueryError(str(exc)) from None
         store = VersionedStore(client, project=settings.project, prefix=settings.key_prefix)
-        reader = AsyncRecentReader(
-            settings.connection_string,
-            project=settings.project,
-            prefix=settings.key_prefix,
-            cluster=cluster,
-        )
         definitions = load_definitions(repo, check_imports=False)
         return cls(store, definitions.signals, reader, definitions.segments, definitions.sessions)
 

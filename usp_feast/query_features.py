@@ -15,7 +15,6 @@ Connection strings keep their ``${VAR}`` form and are expanded where the feature
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -62,7 +61,8 @@ def _client(address: StoreAddress, spec: SignalDefinition) -> Any:
         from usp_feast.query import SignalClient
         from usp_feast.store import VersionedStore, connect
 
-        url = os.path.expandvars(address.connection_string or "") or devstack.endpoints().redis
+        # connect() expands the ${VAR}s and adds the environment's credentials and TLS files.
+        url = address.connection_string or devstack.endpoints().redis
         redis_client = connect(url, cluster=address.redis_type == "redis_cluster")
         store = VersionedStore(redis_client, project=address.project, prefix=address.key_prefix)
         cached = _CLIENTS[(address, spec.name)] = SignalClient(store, [spec])

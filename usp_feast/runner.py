@@ -101,18 +101,32 @@ def stale_files(rendered: Mapping[str, str], folder: Path) -> list[str]:
 
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1) -> None:
-    """Create missing topics (existing ones are left as they are)."""
+    """Create missing topics with ``partitions`` partitions (existing ones are left as they are)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from usp_feast.connections import ConnectionSettingsError, kafka_config
+
     try:
-        existing = set(admin.list_topics(timeout=10).topics)
+        admin = AdminClient(kafka_config(bootstrap))
+    except ConnectionSettingsError as exc:  # a USP_KAFKA_* variable that cannot work
+        raise RunnerError(str(exc)) from None
+    try:
+        existing = admin.list_topics(timeout=10).topics
     except KafkaException as exc:
         raise RunnerError(
             f"Kafka at {bootstrap} does not answer ({exc}); start it with `usp dev up` "
             "or set USP_KAFKA_BOOTSTRAP"
         ) from None
+    for topic in dict.fromkeys(topics):
+        if topic in existing and len(existing[topic].partitions) < partitions:
+            # Not grown here: more partitions would move users to other partitions mid-stream.
+            logger.warning(
+                "topic %s has %d partition(s): only that many of %d parallel readers get data",
+                topic,
+                len(existing[topic].partitions),
+                partitions,
+            )
     # A topic asked for twice in one request makes some brokers answer with a bad message.
     wanted = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
     for topic, future in admin.create_topics(wanted).items() if wanted else []:
@@ -134,11 +148,26 @@ def job_environment() -> dict[str, str]:
     return env
 
 
-def job_command(configs: Sequence[Path], repo: Path, checkpoints: Path | None = None) -> list[str]:
-    """The command line that runs ``configs`` as one job on the local mini-cluster."""
+def job_command(
+    configs: Sequence[Path],
+    repo: Path,
+    checkpoints: Path | None = None,
+    *,
+    parallelism: int = 1,
+    jobmanager: str | None = None,
+) -> list[str]:
+    """The command line that runs ``configs`` as one job.
+
+    On a local mini-cluster, or submitted to the cluster whose REST endpoint is ``jobmanager``
+    (``host:port``).
+    """
     command = [sys.executable, str(ENTRY_POINT), "--repo", str(repo)]
     if checkpoints is not None:
         command += ["--checkpoints", str(checkpoints)]
+    if parallelism != 1:
+        command += ["--parallelism", str(parallelism)]
+    if jobmanager is not None:
+        command += ["--jobmanager", jobmanager]
     return command + [str(c) for c in configs]
 
 
@@ -149,6 +178,9 @@ def run_foreground(command: list[str], duration: float | None = None) -> int:
     """
     process = subprocess.Popen(command, env=job_environment(), start_new_session=True)
     deadline = None if duration is None else time.monotonic() + duration
+    # The job leads its own process group, which a SIGTERM to this one does not reach: exit
+    # through `finally` below so that it stops the job too.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         while process.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
@@ -160,6 +192,7 @@ def run_foreground(command: list[str], duration: float | None = None) -> int:
         stopped_here = process.poll() is None
         if stopped_here:
             _stop_group(process)
+        signal.signal(signal.SIGTERM, previous)
     return 0 if stopped_here else process.returncode
 
 

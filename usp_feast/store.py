@@ -20,6 +20,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 
+from usp_feast.connections import redis_options, redis_problem, resolve_redis_url
 from usp_feast.filters import Filter
 from usp_feast.keys import current_key, current_pattern, signal_key, view_pattern
 from usp_feast.versions import (
@@ -73,14 +74,20 @@ def now_micros() -> int:
 def connect(url: str, *, cluster: bool = False, **options: Any) -> RedisClient:
     """Open a Redis (or Redis Cluster) client from a ``redis://`` / ``rediss://`` URL.
 
+    The ACL user, password and TLS files come from the environment
+    (:func:`usp_feast.connections.redis_options`), ``${VAR}`` in the URL is expanded.
+
     Args:
         url: Connection URL; a bare ``host:port`` is accepted too.
         cluster: Connect to a Redis Cluster.
-        **options: Passed to redis-py (for example ``password`` or ``ssl_ca_certs``).
+        **options: Passed to redis-py, over the environment's (e.g. ``socket_timeout``).
+
+    Raises:
+        ConnectionSettingsError: A connection variable holds a setting that cannot work.
 
     """
-    if "://" not in url:
-        url = f"redis://{url}"
+    url = resolve_redis_url(url)
+    options = {**redis_options(url), **options}
     if cluster:
         return RedisCluster.from_url(url, **options)
     return redis.Redis.from_url(url, **options)
@@ -143,12 +150,12 @@ class AsyncRecentReader:
     """
 
     def __init__(self, url: str, *, project: str, prefix: str = "usp", cluster: bool = False):
-        if "://" not in url:
-            url = f"redis://{url}"
+        url = resolve_redis_url(url)
+        options = redis_options(url)
         if cluster:
-            self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url)
+            self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
         else:
-            self.client = redis.asyncio.Redis.from_url(url)
+            self.client = redis.asyncio.Redis.from_url(url, **options)
         self.project, self.prefix = project, prefix
         self._script = self.client.register_script(_script("recent.lua"))
 
@@ -204,7 +211,8 @@ class AsyncRecentReader:
         try:
             return await self._script(keys=[key], args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(f"Redis is not reachable ({exc})") from exc
+            reason = redis_problem(exc) or f"Redis is not reachable ({exc})"
+            raise StoreUnavailableError(reason) from exc
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -277,10 +285,10 @@ class VersionedStore:
             retention_us = duration_micros(retention)
             cutoff = str((now_micros() if now is None else now) - retention_us)
             expiry = str(retention_us // 1000 + 1000)
-        count = 0
-        for keys, body in self._append_calls(grouped):
-            count += self._run(self._append_script, keys, [cutoff, expiry, *body])
-        return count
+        calls = [(keys, [cutoff, expiry, *body]) for keys, body in self._append_calls(grouped)]
+        if isinstance(self.client, RedisCluster) and len(calls) > 1:
+            return sum(self._run_per_master(self._append_script, calls))
+        return sum(self._run(self._append_script, keys, args) for keys, args in calls)
 
     def _append_calls(self, grouped: dict[str, list[Any]]) -> Iterator[tuple[list[str], list[Any]]]:
         """Split a batch into script calls: keys of one hash slot, at most MAX_APPEND_ROWS rows.
@@ -530,11 +538,45 @@ class VersionedStore:
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return self._call(script, keys=keys, args=args)
 
+    def _run_per_master(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Script calls on a Redis Cluster, pipelined: one round trip per master they touch.
+
+        A script's keys must share a hash slot, and the cluster client sends each call and waits
+        for it, so a batch over many users (many slots) would wait once per slot. Each master's
+        calls go down one pipeline on its connection instead. A call a pipeline did not complete
+        (its slot moved, the master failed over, the script is not loaded there yet) is sent
+        again through the cluster client, which follows redirects, refreshes its slot map and
+        loads the script: appends are idempotent, so sending one twice is safe.
+        """
+        cluster = cast(RedisCluster, self.client)
+        by_master: dict[str, list[int]] = {}
+        for index, (keys, _) in enumerate(calls):
+            by_master.setdefault(cluster.get_node_from_key(keys[0]).name, []).append(index)
+        replies: list[Any] = [None] * len(calls)
+        for name, indexes in by_master.items():
+            try:
+                with cluster.get_node(node_name=name).redis_connection.pipeline(
+                    transaction=False
+                ) as pipe:
+                    for index in indexes:
+                        keys, args = calls[index]
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    done = pipe.execute(raise_on_error=False)
+            except redis.RedisError:
+                continue
+            for index, reply in zip(indexes, done, strict=True):
+                replies[index] = None if isinstance(reply, Exception) else reply
+        return [
+            self._run(script, *calls[index]) if reply is None else reply
+            for index, reply in enumerate(replies)
+        ]
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(
-                f"Redis is not reachable ({exc}); check the online store's connection_string "
+                redis_problem(exc)
+                or f"Redis is not reachable ({exc}); check the online store's connection_string "
                 "or start the local stack with `usp dev up`"
             ) from exc

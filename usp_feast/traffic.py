@@ -68,8 +68,9 @@ class TrafficConfig:
     Attributes:
         users: How many users have a journey.
         seed: Seed of every random choice; the same config gives the same events.
-        start: Event time the journeys start from (timezone-aware UTC); None means
-            ``span`` before now, so the output then depends on the clock.
+        start: Event time the journeys start from (timezone-aware UTC); None means early
+            enough that the last journey ends by now (no event from the future, which the jobs
+            refuse), so the output then depends on the clock.
         span: How long the journeys last; listing updates are spread over it too.
         malformed_share: Share of events broken on purpose (they fail their contract).
         duplicate_share: Share of events sent twice (same payload and ``event_id``).
@@ -113,7 +114,7 @@ def generate(config: TrafficConfig = TrafficConfig()) -> Iterator[RawEvent]:
     # Updates draw from their own generator, so switching them on or off changes no other
     # event (not even which journey events are malformed or duplicated).
     update_rng = random.Random(f"listing-updates-{config.seed}")
-    start = config.start or (datetime.now(UTC) - config.span)
+    start = config.start or _live_start(config)
     events: list[tuple[datetime, RawEvent]] = []
     for offset in range(config.users):
         user = config.first_user_id + offset
@@ -143,6 +144,22 @@ def generate(config: TrafficConfig = TrafficConfig()) -> Iterator[RawEvent]:
         moment = start + config.span * rng.random() * 0.5
         payload = _search(rng, user, moment, rng.choice(CITIES), f"late-{config.seed}-{index}")
         yield RawEvent("search", payload, "late")
+
+
+def _live_start(config: TrafficConfig) -> datetime:
+    # Journeys run on past their span; shift them all back so the last one ends by now (the
+    # same draws from the same seed, so only the anchor moves).
+    now = datetime.now(UTC)
+    rng, start = random.Random(config.seed), now - config.span
+    last = max(
+        (
+            moment
+            for offset in range(config.users)
+            for moment, _ in _journey(rng, config.first_user_id + offset, start, config.span)
+        ),
+        default=start,
+    )
+    return start - max(last - now, timedelta(0))
 
 
 def _journey(

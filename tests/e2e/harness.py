@@ -31,10 +31,16 @@ class Workspace:
 
 
 def workspace(
-    root: Path, kafka: str, redis: str, name: str, edit: Callable[[Path], None] | None = None
+    root: Path,
+    kafka: str,
+    redis: str,
+    name: str,
+    edit: Callable[[Path], None] | None = None,
+    partitions: int = 1,
 ) -> Workspace:
     """Copy the example repository under ``root`` (project ``e2e_<name>_<run>``), ``edit`` it,
-    apply it with Feast, write its job configs to ``root/streaming`` and create its topics.
+    apply it with Feast, write its job configs to ``root/streaming`` and create its topics
+    (with ``partitions`` partitions each).
 
     Its own project and topic prefix keep it apart from other tests and from the demo's data.
     """
@@ -45,7 +51,8 @@ def workspace(
         edit(repo)
     feast_apply(repo)
     streaming = root / "streaming"
-    ensure_topics(kafka, write_prefixed_configs(load_definitions(repo), streaming, prefix))
+    topics = write_prefixed_configs(load_definitions(repo), streaming, prefix)
+    ensure_topics(kafka, topics, partitions)
     return Workspace(root, repo, streaming, prefix, run)
 
 
@@ -59,8 +66,14 @@ class Job:
         checkpoints: Path,
         log: Path,
         env: dict[str, str] | None = None,
+        parallelism: int = 1,
+        jobmanager: str | None = None,
+        command: list[str] | None = None,
     ) -> None:
-        self.command = job_command(configs, repo, checkpoints)
+        """``command`` replaces the job entry point's (e.g. ``usp run --cluster ...``)."""
+        self.command = command or job_command(
+            configs, repo, checkpoints, parallelism=parallelism, jobmanager=jobmanager
+        )
         self.log = log
         self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None

@@ -41,6 +41,7 @@ def test_apply_generates_the_files_then_registers_the_repository(
             "monitoring/prometheus/wishlist_enriched.rules.yml",
             "monitoring/grafana/active_trip_planner.json",
             "monitoring/README.md",
+            "deploy/kubernetes/flinkdeployment.yaml",
         ):
             assert (tmp_path / path).is_file(), path
         from feast import FeatureStore

@@ -11,8 +11,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
+from redis.commands.core import ScriptCommands
 from redis.crc import key_slot
 
 from usp_feast.store import MAX_APPEND_ROWS, VersionedStore
@@ -47,11 +50,55 @@ def count_commands(store: VersionedStore, monkeypatch: pytest.MonkeyPatch) -> li
     return calls
 
 
-def test_writes_append_versions_and_never_overwrite(store: VersionedStore, raw_redis) -> None:
+def count_round_trips(store: VersionedStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, record each round trip of the store: a command's name, or ``PIPELINE``."""
+    trips: list[str] = []
+    command, execute = store.client.execute_command, redis.client.Pipeline.execute
+
+    def counting_command(*args, **kwargs):
+        trips.append(args[0])
+        return command(*args, **kwargs)
+
+    def counting_execute(pipe, *args, **kwargs):
+        trips.append("PIPELINE")
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(store.client, "execute_command", counting_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
+    return trips
+
+
+def append_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], int]]:
+    """From now on, record the keys and row count of every append script call, alone or
+    pipelined (``append.lua`` arguments: cutoff, expiry, then per key n and n pairs)."""
+    calls: list[tuple[list[str], int]] = []
+    evalsha = ScriptCommands.evalsha
+
+    def recording(client, sha, numkeys, *keys_and_args):
+        keys, args = keys_and_args[:numkeys], keys_and_args[numkeys + 2 :]
+        rows, at = 0, 0
+        for _ in keys:
+            rows += int(args[at])
+            at += 1 + 2 * int(args[at])
+        calls.append(([k if isinstance(k, str) else k.decode() for k in keys], rows))
+        return evalsha(client, sha, numkeys, *keys_and_args)
+
+    monkeypatch.setattr(ScriptCommands, "evalsha", recording)
+    return calls
+
+
+def masters(store: VersionedStore, keys: list[str]) -> int:
+    """How many masters hold ``keys``: 1 on standalone Redis."""
+    if not isinstance(store.client, RedisCluster):
+        return 1
+    return len({store.client.get_node_from_key(key).name for key in keys})
+
+
+def test_writes_append_versions_and_never_overwrite(store: VersionedStore) -> None:
     # e1 written at v=0, corrected at v=5: both versions stay in Redis.
     store.append("search", [("42", rec("e1", 0, 0, city="Paris"))])
     store.append("search", [("42", rec("e1", 0, 5, city="Rome"))])
-    raw = raw_redis.zrange(store.key("search", "42"), 0, -1)
+    raw = store.client.zrange(store.key("search", "42"), 0, -1)
     assert len(raw) == 2
     assert any(b"Paris" in m for m in raw) and any(b"Rome" in m for m in raw)
 
@@ -102,7 +149,7 @@ def test_last_n_counts_distinct_events_not_versions(store: VersionedStore) -> No
     assert ids(store.recent("search", "42", limit=3)) == ["e2", "e1", "e0"]
 
 
-def test_retention_trims_old_events_and_expires_idle_keys(store: VersionedStore, raw_redis) -> None:
+def test_retention_trims_old_events_and_expires_idle_keys(store: VersionedStore) -> None:
     now = T0 + 100 * MINUTE
     store.append(
         "search",
@@ -111,7 +158,7 @@ def test_retention_trims_old_events_and_expires_idle_keys(store: VersionedStore,
         now=now,
     )
     assert ids(store.versions("search", "42")) == ["new"]
-    ttl_ms = raw_redis.pttl(store.key("search", "42"))
+    ttl_ms = store.client.pttl(store.key("search", "42"))
     assert 0 < ttl_ms <= 31 * 60 * 1000
 
 
@@ -146,14 +193,17 @@ def test_recent_is_one_round_trip(store: VersionedStore, monkeypatch: pytest.Mon
     assert calls == [("EVALSHA",)]
 
 
-def test_a_batch_over_many_keys_is_one_round_trip(
+def test_a_batch_over_many_keys_is_one_round_trip_per_master(
     store: VersionedStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Standalone: one script call. Redis Cluster: a call per hash slot (50 users, ~50 slots),
+    # pipelined so each master holding some of them is waited for once.
     store.append("search", [("1", rec("warm", 0, 0))])  # first call loads the script
-    calls = count_commands(store, monkeypatch)
+    trips = count_round_trips(store, monkeypatch)
     batch = [(str(u), rec(f"e{u}-{i}", i, 0)) for u in range(1, 51) for i in range(3)]
     assert store.append("search", batch, retention=timedelta(days=3650), now=V0) == 150
-    assert calls == [("EVALSHA",)]
+    held_by = masters(store, [store.key("search", str(u)) for u in range(1, 51)])
+    assert trips == (["PIPELINE"] * held_by if held_by > 1 else ["EVALSHA"])
     assert ids(store.recent("search", "50", limit=10)) == ["e50-2", "e50-1", "e50-0"]
 
 
@@ -161,12 +211,19 @@ def test_big_batches_are_split_so_no_call_holds_redis_long(
     store: VersionedStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.append("search", [("1", rec("warm", 0, 0))])
-    calls = count_commands(store, monkeypatch)
+    calls = append_calls(monkeypatch)
     one_key = [("42", rec(f"e{i}", i, 0)) for i in range(2 * MAX_APPEND_ROWS + 500)]
     many_keys = [(str(u), rec(f"m{u}", 0, 0)) for u in range(100, 100 + MAX_APPEND_ROWS + 1)]
     assert store.append("search", one_key + many_keys) == len(one_key) + len(many_keys)
-    # 3.5 times the bound in rows: calls are filled up to the bound, so 4 calls.
-    assert calls == [("EVALSHA",)] * 4
+    assert sum(rows for _, rows in calls) == len(one_key) + len(many_keys)
+    assert max(rows for _, rows in calls) <= MAX_APPEND_ROWS
+    if isinstance(store.client, RedisCluster):
+        # A call per hash slot: user 42's 2,500 rows take 3 calls, no call mixes slots.
+        assert [keys for keys, _ in calls].count([store.key("search", "42")]) == 3
+        assert all(len({key_slot(k.encode()) for k in keys}) == 1 for keys, _ in calls)
+    else:
+        # 3.5 times the bound in rows: calls are filled up to the bound, so 4 calls.
+        assert len(calls) == 4
     assert len(store.versions("search", "42")) == len(one_key)
     assert ids(store.recent("search", str(100 + MAX_APPEND_ROWS), limit=5)) == [
         f"m{100 + MAX_APPEND_ROWS}"

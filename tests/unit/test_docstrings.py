@@ -39,6 +39,7 @@ pytestmark = pytest.mark.unit
         ("usp_feast.job_status", True),
         ("usp_feast.scaffold", True),
         ("usp_feast.api_access", True),
+        ("usp_feast.connections", True),
         # Documents its format in prose; no runnable example yet.
         ("usp_feast.versions", False),
     ],

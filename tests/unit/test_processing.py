@@ -11,7 +11,7 @@ import pytest
 
 from usp_feast.contracts import Contract
 from usp_feast.definitions import load_definitions, load_transform, validation_dir
-from usp_feast.pipeline import SignalPipeline
+from usp_feast.pipeline import EventTimeBounds, SignalPipeline
 from usp_feast.processing import (
     Accepted,
     DeadLetter,
@@ -143,3 +143,45 @@ def test_a_batch_is_each_record_processed_alone_split_by_outcome(search: SignalP
     one_by_one = [search.process(raw, at) for raw, at in records]
     assert outcome.rows == [o.row for o in one_by_one if isinstance(o, Accepted)]
     assert outcome.dead_letters == [o for o in one_by_one if isinstance(o, DeadLetter)]
+
+
+# Event time against the clock (fixed at NOW):
+#
+#   ancient ........ retention (30d) ..... now -5m ... NOW ... +5m ....... far future
+#   rejected         accepted                          accepted    rejected
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def live_search(search: SignalProcessor) -> SignalProcessor:
+    spec = search.pipeline.spec
+    bounds = EventTimeBounds(max_age=spec.retention, clock=lambda: NOW)
+    return SignalProcessor(SignalPipeline(spec, search.pipeline.transform, bounds), search.contract)
+
+
+@pytest.mark.parametrize(
+    ("event_ts", "why"),
+    [
+        ("2026-11-27T13:00:00Z", "is 1h ahead of the clock (at most 5m)"),
+        ("2099-01-01T00:00:00Z", "ahead of the clock"),
+        ("1970-01-01T00:00:00Z", "is older than 30d (the signal's retention)"),
+    ],
+)
+def test_an_event_time_far_from_the_clock_is_dead_lettered_with_the_bound(
+    live_search: SignalProcessor, event_ts: str, why: str
+) -> None:
+    outcome = live_search.process(orjson.dumps(event(event_ts=event_ts)), AT)
+
+    assert isinstance(outcome, DeadLetter)
+    assert why in outcome.reasons[0].message
+
+
+@pytest.mark.parametrize(
+    "event_ts", ["2026-11-27T12:04:59Z", "2026-11-27T11:00:00Z", "2026-10-29T12:00:00Z"]
+)
+def test_an_event_time_within_the_bounds_is_accepted(
+    live_search: SignalProcessor, event_ts: str
+) -> None:
+    outcome = live_search.process(orjson.dumps(event(event_ts=event_ts)), AT)
+
+    assert isinstance(outcome, Accepted)

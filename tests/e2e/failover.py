@@ -1,0 +1,113 @@
+"""A failover drill: a steady event stream, a SIGKILLed TaskManager, and what readers see.
+
+Shared by the cluster failover test and ``benchmarks/bench_failover.py``. Recovery time is
+measured from the kill to the moment an event sent after the kill is readable on *every*
+partition (a partition read by a surviving TaskManager never stops, so the slowest partition
+is the one the killed TaskManager read).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from tests.e2e.harness import ts
+from usp_feast import SignalClient
+from usp_feast.kafka_io import producer
+
+
+class SteadyStream:
+    """Sends ``wishlist_add`` events at ``rate``/s round-robin over partitions and users.
+
+    Every event id is unique; its send time and partition are kept for the drill once the
+    broker has acknowledged it.
+    """
+
+    def __init__(
+        self, kafka: str, topic: str, partitions: int, users: range, rate: float = 50
+    ) -> None:
+        self.topic, self.partitions, self.users, self.rate = topic, partitions, users, rate
+        self.sender = producer(kafka)
+        self.sent: dict[str, tuple[float, int]] = {}  # acknowledged id → (send time, partition)
+        self.failed = 0  # sends the broker did not acknowledge
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SteadyStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sender.flush(30)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            user = self.users[i % len(self.users)]
+            partition = i % self.partitions
+            event_id = f"s{i}"
+            event = {"event_id": event_id, "event_ts": ts(0), "user_id": user, "listing_id": i + 1}
+            self.sender.produce(
+                self.topic,
+                orjson.dumps(event),
+                partition=partition,
+                on_delivery=self._acknowledged(event_id, time.time(), partition),
+            )
+            self.sender.poll(0)
+            i += 1
+            self._stop.wait(1 / self.rate)
+
+    def _acknowledged(self, event_id: str, sent_at: float, partition: int) -> Callable:
+        # Only what the broker acknowledged counts as sent: the job cannot lose the rest.
+        def record(error: Any, _: Any) -> None:
+            if error is None:
+                self.sent[event_id] = (sent_at, partition)
+            else:
+                self.failed += 1
+
+        return record
+
+    def visible(self, client: SignalClient) -> list[str]:
+        """Event ids readers see now (duplicates kept, to be counted)."""
+        return [
+            event.event_id
+            for user in self.users
+            for event in client.recent(user, "wishlist", limit=1000)
+        ]
+
+    def recovery_seconds(
+        self,
+        client: SignalClient,
+        killed_at: float,
+        timeout: float,
+        check: Callable[[], None] = lambda: None,
+    ) -> float:
+        """Seconds from ``killed_at`` until every partition shows an event sent after it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            check()
+            seen = set(self.visible(client))
+            recovered = {
+                partition
+                for event_id, (sent_at, partition) in list(self.sent.items())
+                if sent_at > killed_at and event_id in seen
+            }
+            if len(recovered) == self.partitions:
+                return time.time() - killed_at
+            time.sleep(0.1)
+        raise AssertionError(f"no partition-complete recovery within {timeout:.0f} s of the kill")
+
+
+def kill(pid: int) -> float:
+    """SIGKILL a TaskManager (no shutdown of any kind); returns when it was sent."""
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    return killed_at

@@ -1,0 +1,184 @@
+"""Faults a running signal job survives with nothing lost: its Redis frozen, a poison flood.
+
+The job writes to a Redis of its own (started here), so freezing it disturbs no other test.
+Each test asserts that every valid event is readable exactly once afterwards, that every
+invalid one is in the dead-letter topic with its reason, and that Flink never restarted the job
+(the sink waits and retries; it does not fail).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+
+from tests.e2e.failover import SteadyStream
+from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
+from usp_feast import SignalClient
+from usp_feast.kafka_io import consume_all, produce_events
+from usp_feast.metric_names import FLINK_RESTARTS
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A redis-server only this module writes to; yields its URL and pid."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed; run scripts/setup.sh"
+    folder, port = tmp_path_factory.mktemp("own-redis"), _free_port()
+    with (folder / "redis.log").open("wb") as log:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, (folder / "redis.log").read_text()
+            time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}", server.pid
+    server.terminate()
+    server.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, stack, own_redis) -> Iterator[dict]:
+    url, _ = own_redis
+    root = tmp_path_factory.mktemp("faults")
+    space = workspace(root, stack.kafka, url, "faults")
+    flink_port = _free_port()
+    job = Job(
+        space.repo,
+        [space.streaming / "wishlist.json"],
+        root / "checkpoints",
+        root / "job.log",
+        env={"USP_FLINK_METRICS_PORT": str(flink_port)},
+    )
+    job.start()
+    client = SignalClient.from_repo(space.repo)
+    yield {
+        "job": job,
+        "client": client,
+        "kafka": stack.kafka,
+        "topic": f"{space.prefix}events.wishlist_add",
+        "dlq": f"{space.prefix}usp.dlq.wishlist",
+        "flink_metrics": f"http://127.0.0.1:{flink_port}/metrics",
+    }
+    job.stop()
+
+
+def restarts(metrics_url: str) -> float:
+    """Flink's own count of job restarts (its Prometheus reporter in the job's process)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(rf"^{FLINK_RESTARTS}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
+    assert found, f"{FLINK_RESTARTS} is not exported"
+    return float(found[0])
+
+
+def test_redis_frozen_for_10_s_holds_the_job_back_and_loses_nothing(
+    running: dict, own_redis: tuple[str, int]
+) -> None:
+    job, client = running["job"], running["client"]
+    _, redis_pid = own_redis
+    stream = SteadyStream(running["kafka"], running["topic"], 1, range(800, 820), rate=100)
+    with stream:
+        wait_for(lambda: bool(stream.visible(client)), job, JOB_START_TIMEOUT, "first events")
+        before = restarts(running["flink_metrics"])
+        os.kill(redis_pid, signal.SIGSTOP)  # no answers, connections left hanging
+        try:
+            time.sleep(10)
+            job.check_alive()
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        time.sleep(2)  # events keep coming after Redis is back
+    assert stream.failed == 0
+    sent = set(stream.sent)
+    wait_for(lambda: set(stream.visible(client)) >= sent, job, 120, "every event after the thaw")
+    seen = stream.visible(client)
+    assert len(seen) == len(set(seen)) == len(sent)
+    assert restarts(running["flink_metrics"]) == before, "the job failed instead of waiting"
+
+
+def _wish(user: int, event_id: str, **changes: object) -> dict:
+    return {"event_id": event_id, "event_ts": ts(1), "user_id": user, "listing_id": 7, **changes}
+
+
+def _poison(index: int, user: int) -> tuple[bytes, str]:
+    """One bad record of six kinds in turn, and the reason the dead letter must give."""
+    kind = index % 6
+    if kind == 0:
+        return b'{"event_id": "cut off', "json"
+    if kind == 1:  # over max_event_bytes (64 KiB)
+        return orjson.dumps(_wish(user, f"big{index}", note="x" * 70_000)), "bytes"
+    if kind == 2:
+        return orjson.dumps(_wish(user, f"f{index}", event_ts="2999-01-01T00:00:00Z")), "ahead"
+    if kind == 3:
+        return orjson.dumps(_wish(user, f"a{index}", event_ts="1970-01-01T00:00:00Z")), "older"
+    if kind == 4:
+        return orjson.dumps(_wish(user, f"t{index}", listing_id="seven")), "listing_id"
+    return orjson.dumps({"event_id": f"u{index}", "event_ts": ts(1), "listing_id": 7}), "user_id"
+
+
+def test_a_poison_flood_at_full_rate_dead_letters_every_bad_record_and_stores_the_rest(
+    running: dict,
+) -> None:
+    job, client, kafka = running["job"], running["client"], running["kafka"]
+    users = range(900, 950)
+    records: list[bytes] = []
+    expected_reasons: list[str] = []
+    valid: set[str] = set()
+    for i in range(6000):
+        user = users[i % len(users)]
+        if i % 10 == 9:  # 10 % poison, spread through the stream
+            record, reason = _poison(i // 10, user)
+            expected_reasons.append(reason)
+        else:
+            record = orjson.dumps(_wish(user, f"ok{i}"))
+            valid.add(f"ok{i}")
+        records.append(record)
+    before = restarts(running["flink_metrics"])
+
+    produce_events(kafka, [(running["topic"], record) for record in records])
+
+    def stored() -> set[str]:
+        return {e.event_id for u in users for e in client.recent(u, "wishlist", limit=1000)}
+
+    wait_for(lambda: stored() >= valid, job, 180, "every valid event of the flood")
+    assert stored() == valid
+    letters = [orjson.loads(raw) for raw in consume_all(kafka, running["dlq"], timeout=120)]
+    assert len(letters) == len(expected_reasons) == 600
+
+    def reason_of(letter: dict) -> str:
+        text = orjson.dumps(letter["reasons"]).decode()
+        (match,) = [kind for kind in set(expected_reasons) if kind in text]
+        return match
+
+    assert Counter(reason_of(letter) for letter in letters) == Counter(expected_reasons)
+    originals = {base64.b64decode(letter["original_base64"]) for letter in letters}
+    assert b'{"event_id": "cut off' in originals  # the bytes as sent, to replay once fixed
+    assert restarts(running["flink_metrics"]) == before
