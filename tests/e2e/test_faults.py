@@ -1,6 +1,8 @@
-"""Faults a running signal job survives with nothing lost: its Redis frozen, a poison flood.
+"""Faults a running signal job survives with nothing lost: its Redis frozen, a poison flood,
+its broker restarted.
 
-The job writes to a Redis of its own (started here), so freezing it disturbs no other test.
+The job writes to a Redis of its own (started here), so freezing it disturbs no other test;
+the broker restart uses a broker of its own too.
 Each test asserts that every valid event is readable exactly once afterwards, that every
 invalid one is in the dead-letter topic with its reason, and that Flink never restarted the job
 (the sink waits and retries; it does not fail).
@@ -19,6 +21,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -26,7 +29,7 @@ import redis
 
 from tests.e2e.failover import SteadyStream
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
-from usp_feast import SignalClient
+from usp_feast import SignalClient, devstack
 from usp_feast.kafka_io import consume_all, produce_events
 from usp_feast.metric_names import FLINK_RESTARTS
 
@@ -182,3 +185,72 @@ def test_a_poison_flood_at_full_rate_dead_letters_every_bad_record_and_stores_th
     originals = {base64.b64decode(letter["original_base64"]) for letter in letters}
     assert b'{"event_id": "cut off' in originals  # the bytes as sent, to replay once fixed
     assert restarts(running["flink_metrics"]) == before
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A noida-db broker only this module uses, restartable; noida-db keeps its log on disk,
+    so a restart loses nothing the broker acknowledged (whatever broker the suite runs on)."""
+    folder, port = tmp_path_factory.mktemp("own-broker"), _free_port()
+    command = devstack.BROKERS["noida-db"](port, folder / "data")
+    broker: dict = {"bootstrap": f"127.0.0.1:{port}", "log": folder / "broker.log"}
+
+    def start() -> None:
+        with broker["log"].open("ab") as log:
+            broker["process"] = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 30
+        while not _answers(broker["bootstrap"]):
+            assert time.monotonic() < deadline, broker["log"].read_text()[-2000:]
+            time.sleep(0.2)
+
+    def stop() -> None:
+        os.killpg(broker["process"].pid, signal.SIGKILL)  # no clean shutdown
+        broker["process"].wait(timeout=20)
+
+    broker.update(start=start, stop=stop)
+    start()
+    yield broker
+    stop()
+
+
+def _answers(bootstrap: str) -> bool:
+    host, port = bootstrap.split(":")
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, int(port))) == 0
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, stack, own_broker: dict) -> None:
+    kafka = own_broker["bootstrap"]
+    space = workspace(tmp_path, kafka, stack.redis, "broker")
+    job = Job(
+        space.repo,
+        [space.streaming / "wishlist.json"],
+        tmp_path / "checkpoints",
+        tmp_path / "job.log",
+        env={"USP_KAFKA_BOOTSTRAP": kafka},
+    )
+    job.start()
+    client = SignalClient.from_repo(space.repo)
+    users = range(960, 980)
+    try:
+        first = [orjson.dumps(_wish(users[i % 20], f"b{i}")) for i in range(1000)]
+        produce_events(kafka, [(f"{space.prefix}events.wishlist_add", r) for r in first])
+
+        def stored() -> set[str]:
+            return {e.event_id for u in users for e in client.recent(u, "wishlist", limit=1000)}
+
+        wait_for(lambda: len(stored()) == 1000, job, JOB_START_TIMEOUT, "the first 1,000")
+        own_broker["stop"]()
+        time.sleep(5)  # the job's consumers and producers see the broker gone
+        own_broker["start"]()
+        then = [orjson.dumps(_wish(users[i % 20], f"b{i}")) for i in range(1000, 2000)]
+        produce_events(kafka, [(f"{space.prefix}events.wishlist_add", r) for r in then])
+        wait_for(lambda: len(stored()) == 2000, job, 180, "every event after the restart")
+        seen = [e.event_id for u in users for e in client.recent(u, "wishlist", limit=1000)]
+        assert len(seen) == len(set(seen)) == 2000
+    finally:
+        job.stop()
+        client.store.drop_project()
