@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,17 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+def search_row(user: int, event_id: str, at: datetime, city: str, guests: int = 2) -> dict:
+    """A valid row of the example ``search`` signal, as a push or the store takes it."""
+    return {
+        "user_id": user,
+        "event_id": event_id,
+        "event_ts": at,
+        "query": f"stay in {city}",
+        "city": city,
+        "checkin": "2026-12-01",
+        "checkout": "2026-12-04",
+        "guests": guests,
+    }

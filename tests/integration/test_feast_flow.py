@@ -11,22 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import search_row
 from usp_feast import SignalClient
 
 pytestmark = pytest.mark.integration
-
-
-def search_row(user: int, event_id: str, at: datetime, city: str, guests: int = 2) -> dict:
-    return {
-        "user_id": user,
-        "event_id": event_id,
-        "event_ts": at,
-        "query": f"stay in {city}",
-        "city": city,
-        "checkin": "2026-12-01",
-        "checkout": "2026-12-04",
-        "guests": guests,
-    }
 
 
 def online(feature_store, user: int) -> dict:

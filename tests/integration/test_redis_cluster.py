@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from redis.cluster import RedisCluster
 
-from tests.conftest import copy_repo, feast_apply, http_get, serving
+from tests.conftest import copy_repo, feast_apply, http_get, search_row, serving
 from usp_feast import SignalClient
 from usp_feast.membership import MembersIndex
 from usp_feast.store import VersionedStore, connect, now_micros
@@ -124,19 +124,6 @@ def test_segment_members_index_on_the_cluster(cluster_store: VersionedStore) -> 
         cursor = page.next_cursor
     assert listed == [str(u) for u in range(29, 0, -1)]
     assert index.drop("trip") == 2
-
-
-def search_row(user: int, event_id: str, at: datetime, city: str) -> dict:
-    return {
-        "user_id": user,
-        "event_id": event_id,
-        "event_ts": at,
-        "query": f"stay in {city}",
-        "city": city,
-        "checkin": "2026-12-01",
-        "checkout": "2026-12-04",
-        "guests": 2,
-    }
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import redis
 
-from tests.conftest import copy_repo, feast_apply, free_port, http_get, serving
+from tests.conftest import copy_repo, feast_apply, free_port, http_get, search_row, serving
 from usp_feast import devstack
 from usp_feast.query import SignalClient
 from usp_feast.store import StoreUnavailableError, VersionedStore, connect, now_micros
@@ -153,19 +153,6 @@ def secured_repo(
     feast_apply(repo)
     yield repo
     SignalClient.from_repo(repo).store.drop_project()
-
-
-def search_row(user: int, event_id: str, at: datetime, city: str) -> dict:
-    return {
-        "user_id": user,
-        "event_id": event_id,
-        "event_ts": at,
-        "query": f"stay in {city}",
-        "city": city,
-        "checkin": "2026-12-01",
-        "checkout": "2026-12-04",
-        "guests": 2,
-    }
 
 
 def test_the_server_refuses_clients_without_the_credentials(
