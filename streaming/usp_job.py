@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -68,7 +67,8 @@ def main() -> None:
     # must be on its path first.
     from usp_feast.cluster import python_path
 
-    os.environ["PYTHONPATH"] = os.pathsep.join(python_path(repo))
+    interpreter_path = python_path(repo)
+    os.environ["PYTHONPATH"] = os.pathsep.join(interpreter_path)
 
     from usp_feast import devstack, job_metrics, job_status
     from usp_feast.flink import JobRuntime, build_job, prometheus_reporter_jar
@@ -78,11 +78,11 @@ def main() -> None:
     configs = [load_job_config(path) for path in args.configs]
     name = job_name(job_part(c.kind, c.definition) for c in configs)
     shared = args.checkpoints if args.checkpoints and "://" in args.checkpoints else None
-    checkpoints = Path(args.checkpoints or devstack.state_dir() / "checkpoints" / name)
-    if shared:  # the folder then only holds what a local job keeps beside its checkpoints
-        checkpoints = devstack.state_dir() / "checkpoints" / name
+    # With shared checkpoints the local folder only holds what a job keeps beside them.
+    own = None if shared else args.checkpoints
+    checkpoints = Path(own) if own else devstack.state_dir() / "checkpoints" / name
     checkpoints.mkdir(parents=True, exist_ok=True)
-    flink_port = args.flink_metrics_port or _free_port()
+    flink_port = args.flink_metrics_port or devstack.free_port()
     runtime = JobRuntime(
         repo=repo,
         bootstrap_servers=devstack.endpoints().kafka,
@@ -91,7 +91,7 @@ def main() -> None:
         parallelism=args.parallelism,
         flink_metrics_port=flink_port,
         jobmanager=args.jobmanager,
-        python_path=python_path(repo),
+        python_path=interpreter_path,
     )
     # The local mini-cluster loads no plugins/ folder: Flink's Prometheus reporter has to be
     # on the JVM's class path, and PyFlink's gateway appends $HADOOP_CLASSPATH to it.
@@ -101,7 +101,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     # The job's Python steps run in the JVM PyFlink starts next, which inherits this
     # environment: they serve their metrics on this port (usp_feast.job_metrics).
-    port = args.metrics_port or _free_port()
+    port = args.metrics_port or devstack.free_port()
     os.environ[job_metrics.ENV] = json.dumps(
         {"job": name, "port": port, "bootstrap": runtime.bootstrap_servers,
          "checkpoints": str(checkpoints.resolve())}
@@ -146,12 +146,6 @@ def _run_on_cluster(env: Any, name: str, rest: str) -> None:
         raise
     if state != "FINISHED":
         raise SystemExit(f"job {job_id} ended {state}; see http://{rest}/#/job/completed")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 if __name__ == "__main__":

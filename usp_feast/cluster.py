@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -193,12 +192,6 @@ def _spawn(command: list[str], env: dict[str, str], log: Path, new_group: bool) 
     return process.pid
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((_HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def _write_json(path: Path, data: Any) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -252,7 +245,7 @@ def up(spec: ClusterSpec, folder: Path | None = None, wait_seconds: float = 180)
     for name in ("log4j-console.properties", "log4j.properties", "logback-console.xml"):
         shutil.copy(flink_home() / "conf" / name, folder / "conf" / name)
     (folder / "conf" / "config.yaml").write_text(
-        render_config(spec, _free_port(), _wheel_java_options())
+        render_config(spec, devstack.free_port(), _wheel_java_options())
     )
     env = _flink_environment(folder)
     jobmanager = _spawn(

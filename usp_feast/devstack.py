@@ -55,6 +55,7 @@ __all__ = [
     "StackEndpoints",
     "down",
     "endpoints",
+    "free_port",
     "is_ours_and_alive",
     "kafka_broker",
     "port_in_use",
@@ -448,6 +449,13 @@ def _kafka_answers(
             f"not {host}:{port}; fix its command line in usp_feast/devstack.py (BROKERS)."
         )
     return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind((_HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def port_in_use(port: int) -> bool:

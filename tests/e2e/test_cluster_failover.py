@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.e2e.failover import SteadyStream, kill
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import SignalClient, cluster
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _usp(*args: str, env: dict[str, str]) -> str:
@@ -48,7 +42,7 @@ def _usp(*args: str, env: dict[str, str]) -> str:
 def flink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, dict]]:
     """A cluster started as a user starts it, in a state folder of its own."""
     state = tmp_path_factory.mktemp("usp-state")
-    env = {"USP_STATE_DIR": str(state), "USP_FLINK_REST_PORT": str(_free_port())}
+    env = {"USP_STATE_DIR": str(state), "USP_FLINK_REST_PORT": str(free_port())}
     out = _usp("cluster", "up", "--taskmanagers", "2", "--standby", "1", env=env)
     assert "parallelism 2, 1 standby" in out
     folder = state / "cluster"

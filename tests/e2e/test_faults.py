@@ -27,6 +27,7 @@ import orjson
 import pytest
 import redis
 
+from tests.conftest import free_port
 from tests.e2e.failover import SteadyStream
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
 from usp_feast import SignalClient, devstack
@@ -36,18 +37,12 @@ from usp_feast.metric_names import FLINK_RESTARTS
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A redis-server only this module writes to; yields its URL and pid."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed; run scripts/setup.sh"
-    folder, port = tmp_path_factory.mktemp("own-redis"), _free_port()
+    folder, port = tmp_path_factory.mktemp("own-redis"), free_port()
     with (folder / "redis.log").open("wb") as log:
         server = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
@@ -73,7 +68,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, stack, own_redis) -> Itera
     url, _ = own_redis
     root = tmp_path_factory.mktemp("faults")
     space = workspace(root, stack.kafka, url, "faults")
-    flink_port = _free_port()
+    flink_port = free_port()
     job = Job(
         space.repo,
         [space.streaming / "wishlist.json"],
@@ -191,7 +186,7 @@ def test_a_poison_flood_at_full_rate_dead_letters_every_bad_record_and_stores_th
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A noida-db broker only this module uses, restartable; noida-db keeps its log on disk,
     so a restart loses nothing the broker acknowledged (whatever broker the suite runs on)."""
-    folder, port = tmp_path_factory.mktemp("own-broker"), _free_port()
+    folder, port = tmp_path_factory.mktemp("own-broker"), free_port()
     command = devstack.BROKERS["noida-db"](port, folder / "data")
     broker: dict = {"bootstrap": f"127.0.0.1:{port}", "log": folder / "broker.log"}
 
