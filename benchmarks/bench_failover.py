@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e: the drill
 from _common import emit, free_port, log, machine_info, ratio
 
-from tests.e2e.failover import SteadyStream, kill
+from tests.e2e.failover import SteadyStream, kill, placed
 from tests.e2e.harness import Job, wait_for, workspace
 from usp_feast import SignalClient, cluster, devstack
 from usp_feast.kafka_io import produce_events
@@ -57,11 +57,6 @@ def _job(space: Any, work: Path, rest: str, parallelism: int) -> Job:
     )
     job.start()
     return job
-
-
-def _busy(rest: str) -> set[str]:
-    jobs = cluster.busy_taskmanagers(rest)
-    return next(iter(jobs.values()), set())
 
 
 def _ready(folder: Path, spec: cluster.ClusterSpec) -> bool:
@@ -86,11 +81,15 @@ def recovery(shape: str, standby: int, warm: bool, kills: int, work: Path) -> di
     stream = SteadyStream(stack.kafka, f"{space.prefix}events.wishlist_add", 2, USERS)
     try:
         with stream:
-            wait_for(lambda: len(_busy(rest)) == 2, job, JOB_TIMEOUT, "the job's tasks")
-            wait_for(lambda: bool(stream.visible(client)), job, JOB_TIMEOUT, "first events")
+            wait_for(
+                lambda: len(placed(rest)) == 2 and len(stream.flowing(client)) == 2,
+                job,
+                JOB_TIMEOUT,
+                "both pipelines placed and flowing",
+            )
             for attempt in range(kills):
                 time.sleep(5)  # let checkpoints complete while events flow
-                victim = sorted(_busy(rest))[0]
+                victim = sorted(placed(rest))[0]
                 killed_at = kill(cluster.taskmanagers(folder)[victim])
                 took = stream.recovery_seconds(client, killed_at, JOB_TIMEOUT, job.check_alive)
                 seconds.append(round(took, 2))

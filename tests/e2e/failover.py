@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from tests.e2e.harness import ts
-from usp_feast import SignalClient
+from usp_feast import SignalClient, cluster
 from usp_feast.kafka_io import producer
 
 
@@ -83,6 +83,15 @@ class SteadyStream:
             for event in client.recent(user, "wishlist", limit=1000)
         ]
 
+    def flowing(self, client: SignalClient, since: float = 0.0) -> set[int]:
+        """Partitions with an event sent after ``since`` that readers see now."""
+        seen = set(self.visible(client))
+        return {
+            partition
+            for event_id, (sent_at, partition) in list(self.sent.items())
+            if sent_at > since and event_id in seen
+        }
+
     def recovery_seconds(
         self,
         client: SignalClient,
@@ -94,16 +103,15 @@ class SteadyStream:
         deadline = time.time() + timeout
         while time.time() < deadline:
             check()
-            seen = set(self.visible(client))
-            recovered = {
-                partition
-                for event_id, (sent_at, partition) in list(self.sent.items())
-                if sent_at > killed_at and event_id in seen
-            }
-            if len(recovered) == self.partitions:
+            if len(self.flowing(client, killed_at)) == self.partitions:
                 return time.time() - killed_at
             time.sleep(0.1)
         raise AssertionError(f"no partition-complete recovery within {timeout:.0f} s of the kill")
+
+
+def placed(rest: str) -> set[str]:
+    """The TaskManagers the running job's tasks are placed on (one job runs in a drill)."""
+    return set().union(*cluster.busy_taskmanagers(rest).values())
 
 
 def kill(pid: int) -> float:

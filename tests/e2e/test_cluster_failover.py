@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.failover import SteadyStream, kill
+from tests.e2e.failover import SteadyStream, kill, placed
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import SignalClient, cluster
 
@@ -83,9 +83,16 @@ def test_a_killed_taskmanager_fails_over_to_the_standby_and_nothing_is_lost(
     stream = SteadyStream(stack.kafka, f"{space.prefix}events.wishlist_add", 2, range(700, 720))
     try:
         with stream:
-            wait_for(lambda: bool(stream.visible(client)), job, JOB_START_TIMEOUT, "first events")
-            (hosts,) = cluster.busy_taskmanagers(rest).values()
-            assert len(hosts) == 2  # one per parallel pipeline, the standby idle
+            # Steady state: both pipelines placed (one per TaskManager, the standby idle) and
+            # events flowing on both partitions. A pipeline may still be deploying when the
+            # other's first events are readable.
+            wait_for(
+                lambda: len(stream.flowing(client)) == 2 and len(placed(rest)) == 2,
+                job,
+                JOB_START_TIMEOUT,
+                "both pipelines placed and flowing",
+            )
+            hosts = placed(rest)
             standby = set(cluster.taskmanagers(folder)) - hosts
             assert standby <= cluster.warm_taskmanagers(folder), "the standby starts cold"
             time.sleep(3)  # let checkpoints complete while events flow
@@ -93,7 +100,7 @@ def test_a_killed_taskmanager_fails_over_to_the_standby_and_nothing_is_lost(
             killed_at = kill(cluster.taskmanagers(folder)[victim])
             seconds = stream.recovery_seconds(client, killed_at, JOB_START_TIMEOUT, job.check_alive)
             print(f"recovered {seconds:.1f} s after SIGKILL of {victim}")
-            (after,) = cluster.busy_taskmanagers(rest).values()
+            after = placed(rest)
             assert victim not in after
             assert standby <= after, f"the job did not move to the standby {standby}: {after}"
         assert stream.failed == 0, "the broker refused events: the drill is void"
