@@ -11,6 +11,10 @@
    * ``warm_standby`` (what ``usp cluster up --standby 1`` does): the standby has already
      imported the pipelines' Python (``usp_feast.cluster.warm_up``).
 
+   Each kill is also split into phases from the JobManager's REST API
+   (``tests.e2e.failover.recovery_phases``): loss detected, restarted tasks initializing,
+   running (after the Python steps' ``open()``), first record readable.
+
    After the kills, every acknowledged event must be readable exactly once (checked, and the
    script exits non-zero if not).
 2. Throughput scaling: N events preloaded into a 2-partition topic, drained by the job at
@@ -34,8 +38,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e: the drill
 from _common import emit, free_port, log, machine_info, ratio
+from bench_streaming import rate_between, wait_counts
 
-from tests.e2e.failover import SteadyStream, kill, placed
+from tests.e2e.failover import SteadyStream, kill, placed, recovery_phases
 from tests.e2e.harness import Job, wait_for, workspace
 from usp_feast import SignalClient, cluster, devstack
 from usp_feast.kafka_io import produce_events
@@ -78,6 +83,7 @@ def recovery(shape: str, standby: int, warm: bool, kills: int, work: Path) -> di
     job = _job(space, work / shape, rest, parallelism=2)
     client = SignalClient.from_repo(space.repo)
     seconds: list[float] = []
+    phases: list[dict[str, float | None]] = []
     stream = SteadyStream(stack.kafka, f"{space.prefix}events.wishlist_add", 2, USERS)
     try:
         with stream:
@@ -93,7 +99,8 @@ def recovery(shape: str, standby: int, warm: bool, kills: int, work: Path) -> di
                 killed_at = kill(cluster.taskmanagers(folder)[victim])
                 took = stream.recovery_seconds(client, killed_at, JOB_TIMEOUT, job.check_alive)
                 seconds.append(round(took, 2))
-                log(f"{shape}: kill {attempt + 1}/{kills} of {victim}: recovered in {took:.1f} s")
+                phases.append({**recovery_phases(rest, killed_at), "first_record_s": seconds[-1]})
+                log(f"{shape}: kill {attempt + 1}/{kills} of {victim}: {phases[-1]}")
                 # Back to full strength (and the replacement warmed) before the next kill.
                 wait_for(lambda: _ready(folder, spec), job, JOB_TIMEOUT, "the replacement")
                 time.sleep(5)
@@ -109,6 +116,7 @@ def recovery(shape: str, standby: int, warm: bool, kills: int, work: Path) -> di
         "taskmanagers": spec.processes,
         "recovery_s": seconds,
         "median_s": statistics.median(seconds),
+        "phases": phases,
         "events": len(sent),
         "refused_by_broker": stream.failed,
         "exactly_once": exactly_once,
@@ -145,22 +153,12 @@ def drain_rate(space: Any, work: Path, rest: str, parallelism: int, events: int)
         return int(sum(pipe.execute()))
 
     job = _job(space, work / f"p{parallelism}", rest, parallelism)
-    samples: list[tuple[float, int]] = []
     try:
-        deadline = time.monotonic() + JOB_TIMEOUT
-        while time.monotonic() < deadline:
-            job.check_alive()
-            count = stored()
-            samples.append((time.monotonic(), count))
-            if count >= events:
-                break
-            time.sleep(0.2)
+        samples = wait_counts(stored, events, JOB_TIMEOUT, job.process)
     finally:
         job.stop()
         client.store.drop_project()
-    low = next((t for t, c in samples if c >= events * 0.1), None)
-    high = next((t for t, c in samples if c >= events * 0.9), None)
-    return None if low is None or high is None or high <= low else events * 0.8 / (high - low)
+    return rate_between(samples, events)
 
 
 def scaling(events: int, work: Path) -> dict[str, Any]:

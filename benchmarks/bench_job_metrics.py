@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from usp_feast.contracts import Contract
 from usp_feast.definitions import load_definitions, load_transform, validation_dir
-from usp_feast.job_metrics import LATENCY_BUCKETS, PipelineMetrics, _JobCollector
+from usp_feast.job_metrics import LATENCY_BUCKETS, JobIdentity, JobMetrics, PipelineMetrics
 from usp_feast.pipeline import SignalPipeline
 from usp_feast.processing import SignalProcessor, SourcePosition, event_time_ms
 from usp_feast.traffic import TrafficConfig, generate
@@ -133,7 +133,7 @@ def main() -> None:
     instrumentation_s = best(instrumentation)
     per_event_s = best(per_event_histograms)
 
-    collector = _JobCollector("bench", None, None)
+    collector = JobMetrics(JobIdentity("bench"))
     for name in ("a", "b", "c", "d", "e", "f", "g", "h", "i"):
         metrics = PipelineMetrics(name, "signal", "g", ())
         metrics.batch_read(time.time(), 1000, [int(time.time() * 1000)] * 1000)

@@ -65,9 +65,9 @@ def main() -> None:
     # interpreter's packages, usp_feast itself (an editable install is found through a .pth
     # file, which PYTHONPATH entries do not read) and the repository (transform classes)
     # must be on its path first.
-    from usp_feast.cluster import python_path
+    from usp_feast import cluster
 
-    interpreter_path = python_path(repo)
+    interpreter_path = cluster.python_path(repo)
     os.environ["PYTHONPATH"] = os.pathsep.join(interpreter_path)
 
     from usp_feast import devstack, job_metrics, job_status
@@ -92,6 +92,7 @@ def main() -> None:
         flink_metrics_port=flink_port,
         jobmanager=args.jobmanager,
         python_path=interpreter_path,
+        job_name=name,
     )
     # The local mini-cluster loads no plugins/ folder: Flink's Prometheus reporter has to be
     # on the JVM's class path, and PyFlink's gateway appends $HADOOP_CLASSPATH to it.
@@ -102,15 +103,22 @@ def main() -> None:
     # The job's Python steps run in the JVM PyFlink starts next, which inherits this
     # environment: they serve their metrics on this port (usp_feast.job_metrics).
     port = args.metrics_port or devstack.free_port()
-    os.environ[job_metrics.ENV] = json.dumps(
-        {"job": name, "port": port, "bootstrap": runtime.bootstrap_servers,
-         "checkpoints": str(checkpoints.resolve())}
-    )  # fmt: skip
+    os.environ[job_metrics.ENV] = json.dumps({"port": port})
+    # On a cluster the TaskManagers run the Python steps and Flink's reporters: they serve.
+    on_cluster = args.jobmanager is not None
     record = job_status.JobRecord(
         job=name,
         pid=os.getpid(),
-        metrics_url=f"http://127.0.0.1:{port}/metrics",
-        flink_metrics_url=f"http://127.0.0.1:{flink_port}/metrics",
+        metrics_urls=(
+            cluster.job_metrics_urls(args.jobmanager)
+            if on_cluster
+            else (f"http://127.0.0.1:{port}/metrics",)
+        ),
+        flink_metrics_urls=(
+            cluster.flink_metrics_urls(args.jobmanager)
+            if on_cluster
+            else (f"http://127.0.0.1:{flink_port}/metrics",)
+        ),
         started_at=job_status.started_now(),
         pipelines=job_status.pipelines_of(configs),
         checkpoint_dir=str(checkpoints.resolve()),

@@ -16,6 +16,9 @@ so here the spares are started up front and kept (``docs/cluster.md``).
 
 Everything lives under ``<state dir>/cluster``: ``conf/`` (generated), ``log/``, ``cluster.json``
 (what runs) and ``taskmanagers.json`` (the supervisor's current TaskManagers).
+
+Each TaskManager place has a port for the jobs' own metrics (``USP_JOB_METRICS``), which its
+replacements keep: see :func:`job_metrics_urls`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from usp_feast import devstack
+from usp_feast import devstack, job_metrics
 
 __all__ = [
     "FINAL_STATES",
@@ -63,9 +66,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
+_REPORTER_PORT = "metrics.reporter.prom.port"
 _POLL_S = 0.5
-# Reporter ports are taken from this range, one per process (JobManager, each TaskManager).
-_METRICS_PORTS = "19250-19299"
 
 
 class ClusterError(RuntimeError):
@@ -139,10 +141,10 @@ def render_config(spec: ClusterSpec, rpc_port: int, java_options: str) -> str:
         # A killed TaskManager answers no heartbeat: notice it in seconds, not the default 50 s.
         "heartbeat.interval": 1000,
         "heartbeat.timeout": 5000,
+        # Each process's port comes with its command line (cluster.json: flink_metrics_ports).
         "metrics.reporter.prom.factory.class": (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
         ),
-        "metrics.reporter.prom.port": _METRICS_PORTS,
     }
     return yaml.safe_dump(settings, sort_keys=True, width=10_000)
 
@@ -248,16 +250,21 @@ def up(spec: ClusterSpec, folder: Path | None = None, wait_seconds: float = 180)
         render_config(spec, devstack.free_port(), _wheel_java_options())
     )
     env = _flink_environment(folder)
+    # Flink's reporter: a port per process, a TaskManager place's kept by its replacements.
+    flink_ports = {
+        "jobmanager": devstack.free_port(),
+        "taskmanagers": [devstack.free_port() for _ in range(spec.processes)],
+    }
     jobmanager = _spawn(
-        [str(flink_home() / "bin" / "jobmanager.sh"), "start-foreground"],
+        [
+            str(flink_home() / "bin" / "jobmanager.sh"),
+            "start-foreground",
+            # A separate "-D": jobmanager.sh reads a first argument of any other form as a host.
+            "-D",
+            f"{_REPORTER_PORT}={flink_ports['jobmanager']}",
+        ],
         env,
         folder / "log" / "jobmanager.out",
-        new_group=True,
-    )
-    supervisor = _spawn(
-        [sys.executable, "-m", "usp_feast.cluster", "supervise", str(folder)],
-        env,
-        folder / "log" / "supervisor.out",
         new_group=True,
     )
     rest = f"{_HOST}:{spec.rest_port}"
@@ -265,8 +272,18 @@ def up(spec: ClusterSpec, folder: Path | None = None, wait_seconds: float = 180)
         "rest": rest,
         "spec": asdict(spec),
         "jobmanager": devstack.process_record(jobmanager),
-        "supervisor": devstack.process_record(supervisor),
+        # Per TaskManager place, kept by its replacements: the jobs' scrape targets stay put.
+        "job_metrics_ports": [devstack.free_port() for _ in range(spec.processes)],
+        "flink_metrics_ports": flink_ports,
     }
+    _write_json(folder / "cluster.json", record)  # before the supervisor, which reads it
+    supervisor = _spawn(
+        [sys.executable, "-m", "usp_feast.cluster", "supervise", str(folder)],
+        env,
+        folder / "log" / "supervisor.out",
+        new_group=True,
+    )
+    record["supervisor"] = devstack.process_record(supervisor)
     _write_json(folder / "cluster.json", record)
     _wait_for_taskmanagers(folder, record, spec.processes, wait_seconds)
     shutil.rmtree(folder / "warm", ignore_errors=True)
@@ -329,7 +346,8 @@ def down(folder: Path | None = None) -> None:
     if record is None:
         return
     try:
-        devstack.stop_group(record["supervisor"], "the TaskManager supervisor")
+        if "supervisor" in record:  # absent if `up` failed before starting it
+            devstack.stop_group(record["supervisor"], "the TaskManager supervisor")
         devstack.stop_group(record["jobmanager"], "the Flink JobManager")
     except devstack.DevStackError as exc:
         raise ClusterError(str(exc)) from None
@@ -341,6 +359,35 @@ def taskmanagers(folder: Path | None = None) -> dict[str, int]:
     """The supervisor's live TaskManagers: Flink resource id → pid."""
     current = _read_json((folder or cluster_dir()) / "taskmanagers.json") or {}
     return {tm_id: int(entry["pid"]) for tm_id, entry in current.items()}
+
+
+def job_metrics_urls(rest: str, folder: Path | None = None) -> tuple[str, ...]:
+    """Where the local cluster at ``rest`` serves its jobs' own metrics (one per TaskManager).
+
+    Empty for a cluster not started here. A TaskManager serves once a job's task has opened
+    there: a standby's endpoint answers only after a failover has moved work onto it.
+    """
+    record = info(folder)
+    if record is None or record["rest"] != rest:
+        return ()
+    return _urls(record["job_metrics_ports"])
+
+
+def flink_metrics_urls(rest: str, folder: Path | None = None) -> tuple[str, ...]:
+    """Flink's own reporters of the local cluster at ``rest`` (empty for one not started here).
+
+    The JobManager's (restarts, checkpoints) first, then each TaskManager place's (tasks,
+    Kafka sources).
+    """
+    record = info(folder)
+    if record is None or record["rest"] != rest:
+        return ()
+    ports = record["flink_metrics_ports"]
+    return _urls([ports["jobmanager"], *ports["taskmanagers"]])
+
+
+def _urls(ports: Iterable[int]) -> tuple[str, ...]:
+    return tuple(f"http://{_HOST}:{port}/metrics" for port in ports)
 
 
 FINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
@@ -420,6 +467,8 @@ def _supervise(folder: Path) -> None:
     """Keep ``spec.processes`` TaskManagers alive until SIGTERM, replacing any that dies."""
     record = json.loads((folder / "cluster.json").read_text())
     count = ClusterSpec(**record["spec"]).processes
+    ports = record["job_metrics_ports"]
+    flink_ports = record["flink_metrics_ports"]["taskmanagers"]
     env = _flink_environment(folder)
     script = str(flink_home() / "bin" / "taskmanager.sh")
     running: dict[int, tuple[str, int]] = {}  # place → (resource id, pid)
@@ -439,9 +488,18 @@ def _supervise(folder: Path) -> None:
             generation += 1
             tm_id = f"tm-{place}-{generation}"
             log = folder / "log" / f"taskmanager-{place}.out"
+            # Its embedded interpreter serves the metrics of the jobs' Python steps there.
+            metrics = json.dumps({"port": ports[place - 1]})
             pid = _spawn(
-                [script, "start-foreground", f"-Dtaskmanager.resource-id={tm_id}"],
-                env,
+                [
+                    script,
+                    "start-foreground",
+                    "-D",
+                    f"taskmanager.resource-id={tm_id}",
+                    "-D",
+                    f"{_REPORTER_PORT}={flink_ports[place - 1]}",
+                ],
+                {**env, job_metrics.ENV: metrics},
                 log,
                 new_group=False,
             )

@@ -45,7 +45,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.connections import kafka_java_properties, kafka_table_options
-from usp_feast.job_metrics import latest_checkpoint
+from usp_feast.job_metrics import JobIdentity, latest_checkpoint
 from usp_feast.jobs import (
     AnyJobConfig,
     JobSettings,
@@ -143,6 +143,14 @@ class JobRuntime:
     """``host:port`` of a Flink cluster's REST endpoint to submit to; None runs a mini-cluster."""
     python_path: tuple[str, ...] = ()
     """What a cluster's TaskManagers put on their Python path: packages, usp_feast, the repo."""
+    job_name: str = "usp"
+    """The job's name (``streaming/usp_job.py`` names it after its definitions)."""
+
+    @property
+    def identity(self) -> JobIdentity:
+        """What the job's Python steps label their metrics with, wherever they run."""
+        local = None if self.checkpoint_uri else self.checkpoint_dir.resolve()
+        return JobIdentity(self.job_name, self.bootstrap_servers, local)
 
 
 def build_job(configs: Sequence[AnyJobConfig], runtime: JobRuntime) -> StreamExecutionEnvironment:
@@ -275,7 +283,7 @@ def _add_signal(
         t_env, f"raw_{config.signal}", config.source_topic, config, runtime.bootstrap_servers
     ).uid(f"{config.signal}-batch")
     results = (
-        batches.map(ProcessBatch(config, runtime.repo), output_type=RESULT_BATCH)
+        batches.map(ProcessBatch(config, runtime.repo, runtime.identity), output_type=RESULT_BATCH)
         .name(f"validate+transform+store {config.signal}")
         .uid(f"{config.signal}-process")
     )
@@ -410,9 +418,10 @@ class ProcessBatch(MapFunction):
     every write before returning it: the barrier that follows finds every row stored.
     """
 
-    def __init__(self, config: SignalJobConfig, repo: Path) -> None:
+    def __init__(self, config: SignalJobConfig, repo: Path, job: JobIdentity) -> None:
         self.config = config
         self.repo = repo
+        self.job = job
         self.processor: Any = None
         self.sink: Any = None
         self.writer: Any = None
@@ -437,13 +446,15 @@ class ProcessBatch(MapFunction):
         self.processor = SignalProcessor(pipeline, contract, self.config.max_event_bytes)
         self.sink = FeastSink(self.repo, self.config.signal, offline=True)
         self.writer = OverlappedWriter(self.sink.write)
-        self.metrics = config_metrics(self.config)
+        self.metrics = config_metrics(self.config, self.job)
 
     def close(self) -> None:
         """Finish the write in flight and write its offline rows."""
         if self.writer is not None:
             self.writer.close()
             self.sink.checkpoint()
+        if self.metrics is not None:
+            release_metrics(self.config, self.job)
 
     def map(self, value: Any) -> Row:
         """One MicroBatcher batch in; (signal JSON, event ms, dead letters) out for Kafka."""
@@ -477,10 +488,17 @@ class ProcessBatch(MapFunction):
         )
 
 
-def config_metrics(config: AnyJobConfig) -> Any:
-    """The job's metrics of ``config``'s pipeline (:mod:`usp_feast.job_metrics`)."""
+def release_metrics(config: AnyJobConfig, job: JobIdentity) -> None:
+    """A task of ``config``'s pipeline closed (see :func:`usp_feast.job_metrics.release`)."""
+    from usp_feast.job_metrics import release
+
+    release(job, config.definition)
+
+
+def config_metrics(config: AnyJobConfig, job: JobIdentity) -> Any:
+    """``job``'s metrics of ``config``'s pipeline (:mod:`usp_feast.job_metrics`)."""
     from usp_feast.job_metrics import pipeline_metrics
 
     return pipeline_metrics(
-        config.definition, config.kind, config.consumer_group, config.input_topics
+        config.definition, config.kind, config.consumer_group, config.input_topics, job
     )

@@ -59,6 +59,7 @@ from usp_feast.flink import (
     config_metrics,
     kafka_sink,
     raw_batches,
+    release_metrics,
     unbatch,
 )
 from usp_feast.flink_keyed import (
@@ -73,6 +74,7 @@ from usp_feast.flink_keyed import (
     store_and_publish,
     timer_for,
 )
+from usp_feast.job_metrics import JobIdentity
 from usp_feast.jobs import JoinJobConfig
 
 __all__ = ["add_join"]
@@ -100,7 +102,10 @@ def add_join(
             t_env, f"raw_{name}_{side}", topic, config, runtime.bootstrap_servers
         ).uid(f"{name}-{side}-batch")
         results = (
-            batches.map(ValidateSide(config, runtime.repo, is_left), output_type=RESULT_BATCH)
+            batches.map(
+                ValidateSide(config, runtime.repo, is_left, runtime.identity),
+                output_type=RESULT_BATCH,
+            )
             .name(f"validate {config.join} {side}")
             .uid(f"{name}-{side}-validate")
         )
@@ -135,7 +140,7 @@ def add_join(
         config,
         runtime,
         name=name,
-        write=WriteJoined(runtime.repo, config),
+        write=WriteJoined(runtime.repo, config, runtime.identity),
         store_label=f"store join {config.join}",
         output_topic=config.signal_topic,
         late_topic=config.late_topic,
@@ -163,10 +168,11 @@ class ValidateSide(MapFunction):
     source position, so an event set aside later can be found again.
     """
 
-    def __init__(self, config: JoinJobConfig, repo: Path, is_left: bool) -> None:
+    def __init__(self, config: JoinJobConfig, repo: Path, is_left: bool, job: JobIdentity) -> None:
         self.config = config
         self.repo = repo
         self.is_left = is_left
+        self.job = job
         self.processor: Any = None
         self.metrics: Any = None
 
@@ -186,7 +192,12 @@ class ValidateSide(MapFunction):
         suite = config.left_suite if self.is_left else config.right_suite
         contract = Contract.load(validation_dir(self.repo) / suite)
         self.processor = SignalProcessor(side, contract, config.max_event_bytes)
-        self.metrics = config_metrics(config)
+        self.metrics = config_metrics(config, self.job)
+
+    def close(self) -> None:
+        """Let the job's metrics go once this pipeline's last task here has closed."""
+        if self.metrics is not None:
+            release_metrics(self.config, self.job)
 
     def map(self, value: Any) -> Row:
         """One MicroBatcher batch in; (keyed events, event ms, dead letters) out."""

@@ -39,6 +39,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from usp_feast.flink import JobRuntime, java_operator, kafka_rows, kafka_sink, unbatch
+from usp_feast.job_metrics import JobIdentity
 from usp_feast.jobs import JobSettings, KeyedJobConfig
 
 __all__ = [
@@ -297,9 +298,10 @@ class BatchWriter(MapFunction):
     written rows.
     """
 
-    def __init__(self, repo: Path, config: Any) -> None:
+    def __init__(self, repo: Path, config: Any, job: JobIdentity) -> None:
         self.repo = repo
         self.config = config
+        self.job = job
         self.definition: str = config.definition
         self.sink: Any = None
         self.metrics: Any = None
@@ -317,12 +319,16 @@ class BatchWriter(MapFunction):
         from usp_feast.flink import config_metrics
 
         self.sink = self.make_sink()
-        self.metrics = config_metrics(self.config)
+        self.metrics = config_metrics(self.config, self.job)
 
     def close(self) -> None:
         """Write the offline rows still buffered."""
+        from usp_feast.flink import release_metrics
+
         if self.sink is not None:
             self.sink.checkpoint()
+        if self.metrics is not None:
+            release_metrics(self.config, self.job)
 
     def map(self, value: Any) -> Row:
         """Write synchronously (a barrier may follow), then hand the messages on."""

@@ -24,7 +24,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecu
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.flink import JobRuntime, config_metrics
+from usp_feast.flink import JobRuntime, config_metrics, release_metrics
 from usp_feast.flink_keyed import (
     LATE,
     BatchWriter,
@@ -35,6 +35,7 @@ from usp_feast.flink_keyed import (
     measured,
     stamped,
 )
+from usp_feast.job_metrics import JobIdentity
 from usp_feast.jobs import SegmentJobConfig
 
 __all__ = ["add_segment"]
@@ -51,8 +52,8 @@ def add_segment(
         t_env,
         config,
         runtime,
-        process=SegmentMembership(config, runtime.repo),
-        write=WriteMembership(runtime.repo, config),
+        process=SegmentMembership(config, runtime.repo, runtime.identity),
+        write=WriteMembership(runtime.repo, config, runtime.identity),
         stage="membership",
         label=config.segment,
         output_topic=config.segment_topic,
@@ -66,9 +67,10 @@ class SegmentMembership(KeyedProcessFunction):
     :meth:`SegmentLogic.deadline` (expiry, or the end of a start delay).
     """
 
-    def __init__(self, config: SegmentJobConfig, repo: Path) -> None:
+    def __init__(self, config: SegmentJobConfig, repo: Path, job: JobIdentity) -> None:
         self.config = config
         self.repo = repo
+        self.job = job
         self.logic: Any = None
         self.state: Any = None
         self.signal_of: dict[str, str] = {}
@@ -87,7 +89,12 @@ class SegmentMembership(KeyedProcessFunction):
             ValueStateDescriptor("membership", Types.PICKLED_BYTE_ARRAY())
         )
         self.late = LateCounter(runtime_context, "arrived behind the watermark (applied)")
-        self.metrics = config_metrics(self.config)
+        self.metrics = config_metrics(self.config, self.job)
+
+    def close(self) -> None:
+        """Let the job's metrics go once this pipeline's last task here has closed."""
+        if self.metrics is not None:
+            release_metrics(self.config, self.job)
 
     @measured
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:

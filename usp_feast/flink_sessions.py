@@ -27,7 +27,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecu
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
-from usp_feast.flink import JobRuntime, config_metrics
+from usp_feast.flink import JobRuntime, config_metrics, release_metrics
 from usp_feast.flink_keyed import (
     LATE,
     BatchWriter,
@@ -40,6 +40,7 @@ from usp_feast.flink_keyed import (
     stamped,
     timer_for,
 )
+from usp_feast.job_metrics import JobIdentity
 from usp_feast.jobs import SessionJobConfig
 from usp_feast.versions import from_micros
 
@@ -57,8 +58,8 @@ def add_session(
         t_env,
         config,
         runtime,
-        process=SessionEngagement(config, runtime.repo),
-        write=WriteEngagement(runtime.repo, config),
+        process=SessionEngagement(config, runtime.repo, runtime.identity),
+        write=WriteEngagement(runtime.repo, config, runtime.identity),
         stage="engagement",
         label=config.session,
         output_topic=config.session_topic,
@@ -71,9 +72,10 @@ class SessionEngagement(KeyedProcessFunction):
     One event-time timer per user, at the core's deadline (see :func:`timer_for`).
     """
 
-    def __init__(self, config: SessionJobConfig, repo: Path) -> None:
+    def __init__(self, config: SessionJobConfig, repo: Path, job: JobIdentity) -> None:
         self.config = config
         self.repo = repo
+        self.job = job
         self.logic: Any = None
         self.sessions = True
         self.fields: tuple[str, ...] = ()
@@ -103,7 +105,12 @@ class SessionEngagement(KeyedProcessFunction):
             ValueStateDescriptor("engagement", Types.PICKLED_BYTE_ARRAY())
         )
         self.late = LateCounter(runtime_context, "arrived after their allowed lateness (dropped)")
-        self.metrics = config_metrics(self.config)
+        self.metrics = config_metrics(self.config, self.job)
+
+    def close(self) -> None:
+        """Let the job's metrics go once this pipeline's last task here has closed."""
+        if self.metrics is not None:
+            release_metrics(self.config, self.job)
 
     @measured
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:

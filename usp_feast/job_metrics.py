@@ -1,11 +1,13 @@
 """The metrics a running job exports: Prometheus text over HTTP, from inside the job.
 
-In thread mode every Python operator of a job runs in one interpreter embedded in the job's
-JVM (one per TaskManager process), so a module-level registry sees every pipeline of the job
-and one HTTP endpoint serves them all. The job's entry point says where it listens through
-the ``USP_JOB_METRICS`` environment variable (the JVM, and so the embedded interpreter,
-inherits it): ``{"job": name, "port": int, "bootstrap": servers, "checkpoints": folder}``.
-Without it the metrics are kept but not served.
+In thread mode every Python operator runs in one interpreter embedded in the JVM (one per
+TaskManager process), so a module-level registry sees every pipeline running there and one
+HTTP endpoint serves them all. Where it listens comes from the ``USP_JOB_METRICS`` environment
+variable, which the JVM and so the embedded interpreter inherit: ``{"port": int, "host": ...}``
+(a local job's entry point sets it for its mini-cluster; ``usp cluster up`` sets it for each
+TaskManager). Without it the metrics are kept but not served. Which job a pipeline belongs to,
+its Kafka and its checkpoints travel with the job's operators (:class:`JobIdentity`): a
+cluster's TaskManager may run pipelines of several jobs.
 
 What is measured, per pipeline (names in :mod:`usp_feast.metric_names`):
 
@@ -49,11 +51,14 @@ from usp_feast import metric_names as names
 __all__ = [
     "ENV",
     "LATENCY_BUCKETS",
+    "JobIdentity",
+    "JobMetrics",
     "LagRefresher",
     "LatencyHistogram",
     "PipelineMetrics",
     "latest_checkpoint",
     "pipeline_metrics",
+    "release",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,16 +213,41 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: p.stat().st_mtime, default=None)
 
 
-class _JobCollector(Collector):
-    """Everything the job exports, assembled at scrape time."""
+@dataclass(frozen=True)
+class JobIdentity:
+    """Which job a pipeline belongs to, and where its lag and checkpoints are read.
 
-    def __init__(self, job: str, bootstrap: str | None, checkpoints: Path | None) -> None:
-        self.job = job
-        self.checkpoints = checkpoints
+    The job's operators carry it (built from ``flink.JobRuntime``), so every task knows its own
+    job wherever it runs. PyFlink does not hand Flink's global job parameters to Python steps
+    in thread mode: ``RuntimeContext.get_job_parameter`` sees only its own two keys.
+    """
+
+    job: str
+    bootstrap: str | None = None
+    checkpoints: Path | None = None
+
+
+class JobMetrics(Collector):
+    """One job's pipelines in this interpreter, assembled at scrape time."""
+
+    def __init__(self, identity: JobIdentity) -> None:
+        self.job = identity.job
+        self.checkpoints = identity.checkpoints
         self.pipelines: dict[str, PipelineMetrics] = {}
+        self.tasks: dict[str, int] = {}  # pipeline → its tasks open in this interpreter
+        bootstrap = identity.bootstrap
         self._lag = LagRefresher(_LagReader(bootstrap), self.pipelines) if bootstrap else None
 
+    def close(self) -> None:
+        """Stop asking the broker for lag."""
+        if self._lag is not None:
+            self._lag.stop()
+
     def collect(self) -> Iterable[Metric]:
+        """The job's families, one per metric name."""
+        return _one_family_per_name(self._families())
+
+    def _families(self) -> Iterator[Metric]:
         for metrics in list(self.pipelines.values()):
             yield from metrics.families(self.job)
         if self._lag is not None:
@@ -237,6 +267,30 @@ class _JobCollector(Collector):
             )
             gauge.add_metric([self.job], (newest / "_metadata").stat().st_mtime)
             yield gauge
+
+
+class _Interpreter(Collector):
+    """Every job with pipelines in this interpreter (a TaskManager may run several)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobMetrics] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        """Every job's families, one per metric name."""
+        return _one_family_per_name(
+            family for job in list(self.jobs.values()) for family in job.collect()
+        )
+
+
+def _one_family_per_name(families: Iterable[Metric]) -> list[Metric]:
+    # The text format allows one HELP/TYPE block per name: pipelines and jobs share them.
+    merged: dict[str, Metric] = {}
+    for family in families:
+        if family.name in merged:
+            merged[family.name].samples.extend(family.samples)
+        else:
+            merged[family.name] = family
+    return list(merged.values())
 
 
 class LagRefresher:
@@ -275,6 +329,7 @@ class LagRefresher:
         self.stale_after = stale_after
         self.clock = clock
         self._values: dict[tuple[str, str], tuple[int, float]] = {}
+        self._stopped = threading.Event()
         if start:
             threading.Thread(target=self._run, name="usp-consumer-lag", daemon=True).start()
 
@@ -293,13 +348,18 @@ class LagRefresher:
             if now - at <= self.stale_after
         }
 
+    def stop(self) -> None:
+        """End the background refresh (its thread closes the reader's connections)."""
+        self._stopped.set()
+
     def _run(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 self.refresh()
             except Exception:  # never let the refresher die: the next round may succeed
                 logger.exception("consumer lag refresh failed")
-            time.sleep(self.interval)
+            self._stopped.wait(self.interval)
+        self.reader.close()
 
 
 class _LagReader:
@@ -308,6 +368,11 @@ class _LagReader:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self._consumers: dict[str, Any] = {}
+
+    def close(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
 
     def lag(self, group: str, topics: Sequence[str]) -> Iterator[tuple[str, int]]:
         from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -340,45 +405,64 @@ class _LagReader:
 
 
 _lock = threading.Lock()
-_collector: _JobCollector | None = None
+_interpreter: _Interpreter | None = None
 
 
 def pipeline_metrics(
-    pipeline: str, kind: str, consumer_group: str, topics: Sequence[str]
+    pipeline: str, kind: str, consumer_group: str, topics: Sequence[str], job: JobIdentity
 ) -> PipelineMetrics:
-    """The job's metrics of ``pipeline``, registered once (the first call starts the exporter).
+    """``job``'s metrics of ``pipeline``, registered once (the first call starts the exporter).
 
     Operators of one pipeline (a join's two sides and its writer) share the same object.
     """
-    global _collector
+    global _interpreter
     with _lock:
-        if _collector is None:
-            _collector = _start_exporter()
-        metrics = _collector.pipelines.get(pipeline)
+        if _interpreter is None:
+            _interpreter = _start_exporter()
+        metrics_of_job = _interpreter.jobs.get(job.job)
+        if metrics_of_job is None:
+            metrics_of_job = _interpreter.jobs[job.job] = JobMetrics(job)
+        metrics = metrics_of_job.pipelines.get(pipeline)
         if metrics is None:
             metrics = PipelineMetrics(pipeline, kind, consumer_group, tuple(topics))
-            _collector.pipelines[pipeline] = metrics
+            metrics_of_job.pipelines[pipeline] = metrics
+        metrics_of_job.tasks[pipeline] = metrics_of_job.tasks.get(pipeline, 0) + 1
         return metrics
 
 
-def _start_exporter() -> _JobCollector:
+def release(job: JobIdentity, pipeline: str) -> None:
+    """A task of ``pipeline`` closed; its series go once the pipeline's last task here has.
+
+    A TaskManager's interpreter outlives its jobs: a cancelled job's series would otherwise
+    stay on its endpoint, frozen, and its lag thread keep asking the broker.
+    """
+    with _lock:
+        jobs = _interpreter.jobs if _interpreter else {}
+        metrics_of_job = jobs.get(job.job)
+        if metrics_of_job is None or pipeline not in metrics_of_job.tasks:
+            return
+        metrics_of_job.tasks[pipeline] -= 1
+        if metrics_of_job.tasks[pipeline] > 0:
+            return
+        del metrics_of_job.tasks[pipeline], metrics_of_job.pipelines[pipeline]
+        if not metrics_of_job.pipelines:
+            metrics_of_job.close()
+            del jobs[job.job]
+
+
+def _start_exporter() -> _Interpreter:
+    interpreter = _Interpreter()
     settings = json.loads(os.environ.get(ENV) or "{}")
-    checkpoints = settings.get("checkpoints")
-    collector = _JobCollector(
-        settings.get("job", "usp"),
-        settings.get("bootstrap"),
-        Path(checkpoints) if checkpoints else None,
-    )
     port = settings.get("port")
     if port is None:
         logger.warning("%s is not set: job metrics are kept but not served", ENV)
-        return collector
+        return interpreter
     from prometheus_client import start_http_server
 
     registry = CollectorRegistry()
-    registry.register(collector)
+    registry.register(interpreter)
     try:
         start_http_server(int(port), addr=settings.get("host", "127.0.0.1"), registry=registry)
     except OSError as exc:
         logger.warning("job metrics not served: port %s: %s", port, exc)
-    return collector
+    return interpreter

@@ -37,6 +37,7 @@ __all__ = [
     "JobRecord",
     "MetricsSample",
     "PipelineHealth",
+    "combine",
     "jobs_dir",
     "parse_metrics",
     "quantile",
@@ -60,12 +61,15 @@ class JobRecord:
 
     job: str
     pid: int
-    metrics_url: str
+    metrics_urls: tuple[str, ...]
+    """Where the job's Python steps serve its metrics: the job's own process, or every
+    TaskManager of the cluster it runs on (each serves the part of the job it runs)."""
     started_at: str
     pipelines: tuple[tuple[str, str], ...]  # (definition, kind)
     checkpoint_dir: str
-    flink_metrics_url: str | None = None
-    """Flink's own reporter (restarts, checkpoints, backpressure, Kafka source metrics)."""
+    flink_metrics_urls: tuple[str, ...] = ()
+    """Flink's own reporters (restarts, checkpoints, backpressure, Kafka source metrics): the
+    job's mini-cluster, or the cluster's JobManager and TaskManagers."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
@@ -73,11 +77,11 @@ class JobRecord:
         return cls(
             job=data["job"],
             pid=int(data["pid"]),
-            metrics_url=data["metrics_url"],
+            metrics_urls=tuple(data["metrics_urls"]),
             started_at=data["started_at"],
             pipelines=tuple((p, k) for p, k in data["pipelines"]),
             checkpoint_dir=data["checkpoint_dir"],
-            flink_metrics_url=data.get("flink_metrics_url"),
+            flink_metrics_urls=tuple(data.get("flink_metrics_urls", ())),
         )
 
 
@@ -139,17 +143,23 @@ def _record_file(folder: Path, job: str, pid: int) -> Path:
 
 
 def _write_targets(folder: Path) -> None:
-    targets = []
+    # One target per endpoint: a cluster's TaskManager serves every job placed on it, and
+    # its samples carry their own `job` label (the generated config honours it).
+    jobs_at: dict[tuple[str, str], list[str]] = {}
     for path in sorted(folder.glob("*.json")):
         if path.name == _TARGETS:
             continue
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             record = JobRecord.from_dict(json.loads(path.read_text()))
-            for source, url in (("usp", record.metrics_url), ("flink", record.flink_metrics_url)):
-                if url:
-                    address = url.removeprefix("http://").split("/", 1)[0]
-                    labels = {"usp_job": record.job, "source": source}
-                    targets.append({"targets": [address], "labels": labels})
+            urls = [("usp", url) for url in record.metrics_urls]
+            urls += [("flink", url) for url in record.flink_metrics_urls]
+            for source, url in urls:
+                address = url.removeprefix("http://").split("/", 1)[0]
+                jobs_at.setdefault((address, source), []).append(record.job)
+    targets = [
+        {"targets": [address], "labels": {"usp_job": "+".join(sorted(set(jobs))), "source": source}}
+        for (address, source), jobs in jobs_at.items()
+    ]
     _write_atomic(folder / _TARGETS, json.dumps(targets, indent=2))
 
 
@@ -184,8 +194,8 @@ class MetricsSample:
     last_checkpoint: float | None = None
 
 
-def parse_metrics(text: str, at: float) -> MetricsSample:
-    """Read a job's Prometheus text (see :mod:`usp_feast.job_metrics`).
+def parse_metrics(text: str, at: float, job: str | None = None) -> MetricsSample:
+    """Read a job's Prometheus text (see :mod:`usp_feast.job_metrics`); only ``job``'s if given.
 
     Example:
         >>> s = parse_metrics('''
@@ -205,6 +215,8 @@ def parse_metrics(text: str, at: float) -> MetricsSample:
     last_checkpoint = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if job is not None and sample.labels.get("job") != job:
+                continue  # another job's pipeline in the same TaskManager
             pipeline = sample.labels.get("pipeline")
             if sample.name == names.LAST_CHECKPOINT:
                 last_checkpoint = float(sample.value)
@@ -222,6 +234,46 @@ def parse_metrics(text: str, at: float) -> MetricsSample:
                 kinds[pipeline] = sample.labels["kind"]
     histograms = {key: tuple(sorted(values)) for key, values in buckets.items()}
     return MetricsSample(at, counters, histograms, lag, kinds, last_checkpoint)
+
+
+def combine(samples: Sequence[MetricsSample]) -> MetricsSample:
+    """One job's samples from several endpoints (its TaskManagers) as one sample.
+
+    Counters and histogram buckets add up. Lag does not: each TaskManager asks the broker for
+    the whole consumer group's lag, so the endpoints report the same figure (the largest is
+    kept). The newest checkpoint and scrape time win.
+
+    Example:
+        >>> a = parse_metrics('usp_events_read_total{job="j",pipeline="p",kind="signal"} 2', 1.0)
+        >>> b = parse_metrics('usp_events_read_total{job="j",pipeline="p",kind="signal"} 5', 2.0)
+        >>> combine([a, b]).counters, combine([a, b]).at
+        ({('usp_events_read_total', 'p'): 7.0}, 2.0)
+    """
+    if len(samples) == 1:
+        return samples[0]
+    counters: dict[tuple[str, str], float] = {}
+    buckets: dict[tuple[str, str], dict[float, float]] = {}
+    lag: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    for sample in samples:
+        for key, value in sample.counters.items():
+            counters[key] = counters.get(key, 0.0) + value
+        for key, histogram in sample.histograms.items():
+            summed = buckets.setdefault(key, {})
+            for le, count in histogram:
+                summed[le] = summed.get(le, 0.0) + count
+        for pipeline, records in sample.lag.items():
+            lag[pipeline] = max(lag.get(pipeline, 0.0), records)
+        kinds.update(sample.kinds)
+    checkpoints = [s.last_checkpoint for s in samples if s.last_checkpoint is not None]
+    return MetricsSample(
+        max(s.at for s in samples),
+        counters,
+        {key: tuple(sorted(summed.items())) for key, summed in buckets.items()},
+        lag,
+        kinds,
+        max(checkpoints, default=None),
+    )
 
 
 def quantile(q: float, buckets: Buckets) -> float | None:
@@ -272,7 +324,7 @@ class JobHealth:
     job: str
     pid: int
     running: bool
-    metrics_url: str | None
+    metrics_urls: tuple[str, ...]
     started_at: str | None
     last_checkpoint_age_s: float | None
     pipelines: tuple[PipelineHealth, ...]
@@ -325,7 +377,7 @@ def health(
         job=record.job,
         pid=record.pid,
         running=now is not None,
-        metrics_url=record.metrics_url,
+        metrics_urls=record.metrics_urls,
         started_at=record.started_at,
         last_checkpoint_age_s=checkpoint_age,
         pipelines=tuple(pipelines),
@@ -380,13 +432,20 @@ class JobMonitor:
         return found
 
     def _scrape(self, record: JobRecord) -> tuple[MetricsSample | None, str | None]:
-        try:
-            with urllib.request.urlopen(record.metrics_url, timeout=self.timeout) as response:
-                text = response.read().decode()
-        except OSError as exc:
-            # Registered but not serving yet (Flink is still starting the job) or gone.
-            return None, f"metrics endpoint {record.metrics_url} not answering: {exc}"
-        return parse_metrics(text, time.monotonic()), None
+        parts, errors = [], []
+        for url in record.metrics_urls:
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                    text = response.read().decode()
+            except OSError as exc:
+                # Not serving yet (Flink is still starting the job; a standby TaskManager
+                # until a failover moves work onto it) or gone.
+                errors.append(f"metrics endpoint {url} not answering: {exc}")
+                continue
+            parts.append(parse_metrics(text, time.monotonic(), record.job))
+        if not parts:
+            return None, "; ".join(errors) or "no metrics endpoint registered"
+        return combine(parts), None
 
 
 def status_view(jobs: Sequence[JobHealth]) -> RenderableType:

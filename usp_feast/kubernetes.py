@@ -483,17 +483,9 @@ def _flink_deployment(
     configs: list[tuple[str, AnyJobConfig]], job: str, s: KubernetesSettings
 ) -> str:
     env = _env(s)
-    # The TaskManagers run the Python steps, so they serve the job's own metrics: on every
-    # interface (the default is loopback), consumer lag read from the same Kafka.
-    metrics = json.dumps(
-        {
-            "bootstrap": "$(USP_KAFKA_BOOTSTRAP)",
-            "host": "0.0.0.0",
-            "job": job,
-            "port": s.usp_metrics_port,
-        },
-        sort_keys=True,
-    )
+    # The TaskManagers run the Python steps, so they serve the job's own metrics, on every
+    # interface (the default is loopback). The job's name and Kafka travel in its operators.
+    metrics = json.dumps({"host": "0.0.0.0", "port": s.usp_metrics_port}, sort_keys=True)
     # Copies, so the YAML repeats the entries rather than writing anchors and aliases.
     taskmanager_env = [*copy.deepcopy(env), {"name": "USP_JOB_METRICS", "value": metrics}]
     # Active TaskManagers and the standby on different nodes where possible, so one node's

@@ -9,9 +9,11 @@ is the one the killed TaskManager read).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ import orjson
 from tests.e2e.harness import ts
 from usp_feast import SignalClient, cluster
 from usp_feast.kafka_io import producer
+from usp_feast.metric_names import FLINK_RESTARTS
 
 
 class SteadyStream:
@@ -112,6 +115,51 @@ class SteadyStream:
 def placed(rest: str) -> set[str]:
     """The TaskManagers the running job's tasks are placed on (one job runs in a drill)."""
     return set().union(*cluster.busy_taskmanagers(rest).values())
+
+
+def recovery_phases(rest: str, killed_at: float) -> dict[str, float | None]:
+    """Where a recovery's time went, in seconds from the kill, from the JobManager's REST API.
+
+    * ``detected_s``: the failure's entry in the job's exception history (a lost
+      TaskManager is declared after the heartbeat timeout, or sooner when its connection drops);
+    * ``initializing_s``: the last restarted task entered INITIALIZING (scheduled, deployed);
+    * ``running_s``: ... and RUNNING, after its operators' ``open()``: the Python steps'
+      imports and connections.
+
+    What remains until the first record is readable is reading, processing and writing.
+    """
+    (job_id,) = cluster.busy_taskmanagers(rest)
+    history = cluster.rest_get(rest, f"/jobs/{job_id}/exceptions?maxExceptions=20")
+    failures = [e["timestamp"] / 1000 for e in history["exceptionHistory"]["entries"]]
+    entered: dict[str, list[float]] = {"INITIALIZING": [], "RUNNING": []}
+    for vertex in cluster.rest_get(rest, f"/jobs/{job_id}")["vertices"]:
+        times = cluster.rest_get(rest, f"/jobs/{job_id}/vertices/{vertex['id']}/subtasktimes")
+        for subtask in times["subtasks"]:
+            for state, moments in entered.items():
+                moment = subtask["timestamps"].get(state, 0) / 1000
+                if moment >= killed_at:  # restarted after the kill (the rest kept running)
+                    moments.append(moment)
+
+    def since_kill(moments: list[float], pick: Any) -> float | None:
+        return round(pick(moments) - killed_at, 2) if moments else None
+
+    return {
+        "detected_s": since_kill([f for f in failures if f >= killed_at], min),
+        "initializing_s": since_kill(entered["INITIALIZING"], max),
+        "running_s": since_kill(entered["RUNNING"], max),
+    }
+
+
+def restarts(metrics_url: str) -> float:
+    """Flink's own count of a job's restarts, from its JobManager's reporter.
+
+    That is the job's own process for a local job, the cluster's JobManager on a cluster.
+    """
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(rf"^{FLINK_RESTARTS}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
+    assert found, f"{FLINK_RESTARTS} is not exported"
+    return float(found[0])
 
 
 def kill(pid: int) -> float:

@@ -8,20 +8,23 @@ then see every event exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.failover import SteadyStream, kill, placed
+from tests.e2e.failover import SteadyStream, kill, placed, recovery_phases, restarts
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, wait_for, workspace
 from usp_feast import SignalClient, cluster
+from usp_feast.job_status import JobMonitor, parse_metrics, running_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +55,28 @@ def flink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str,
     assert _usp("cluster", "down", env=env).strip() == "cluster stopped"
     assert cluster.info(folder) is None
     assert "no cluster runs" in _usp("cluster", "status", env=env)
+
+
+def _serving(state: Path) -> set[str]:
+    """The registered job's metrics endpoints that answer with its series."""
+    (record,) = running_jobs(state)
+    answering = set()
+    for url in record.metrics_urls:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if parse_metrics(response.read().decode(), 0.0, record.job).counters:
+                    answering.add(url)
+    return answering
+
+
+def _events_per_s(monitor: JobMonitor) -> float:
+    """The job's read rate over two samples, from every TaskManager that serves."""
+    monitor.sample()
+    time.sleep(2)
+    (health,) = monitor.sample()
+    assert health.running, health.error
+    (pipeline,) = health.pipelines
+    return pipeline.events_per_s or 0.0
 
 
 def test_the_cluster_starts_every_taskmanager_with_the_standby_free(
@@ -93,16 +118,35 @@ def test_a_killed_taskmanager_fails_over_to_the_standby_and_nothing_is_lost(
                 "both pipelines placed and flowing",
             )
             hosts = placed(rest)
+            # The job's own metrics, served by the TaskManagers that run it (not the standby).
+            state = Path(env["USP_STATE_DIR"])
+            monitor = JobMonitor(state)
+            serving = _serving(state)
+            assert len(serving) == 2
+            assert _events_per_s(monitor) > 0
             standby = set(cluster.taskmanagers(folder)) - hosts
             assert standby <= cluster.warm_taskmanagers(folder), "the standby starts cold"
             time.sleep(3)  # let checkpoints complete while events flow
             victim = sorted(hosts)[0]
             killed_at = kill(cluster.taskmanagers(folder)[victim])
             seconds = stream.recovery_seconds(client, killed_at, JOB_START_TIMEOUT, job.check_alive)
-            print(f"recovered {seconds:.1f} s after SIGKILL of {victim}")
+            phases = recovery_phases(rest, killed_at)
+            print(f"recovered {seconds:.1f} s after SIGKILL of {victim}: {phases}")
+            # The JobManager saw the loss, then restarted the lost tasks, in that order.
+            detected, running = phases["detected_s"], phases["running_s"]
+            assert detected is not None and running is not None, phases
+            assert detected <= running <= seconds, phases
+            # Flink's own reporters are registered too: the JobManager's counted the restart.
+            (record,) = running_jobs(state)
+            assert restarts(record.flink_metrics_urls[0]) >= 1
             after = placed(rest)
             assert victim not in after
             assert standby <= after, f"the job did not move to the standby {standby}: {after}"
+            # The standby now serves the moved pipeline's metrics; the victim's port is quiet
+            # (its replacement, the new standby, runs nothing yet).
+            serving_after = _serving(state)
+            assert len(serving_after) == 2 and serving_after != serving
+            assert _events_per_s(monitor) > 0
         assert stream.failed == 0, "the broker refused events: the drill is void"
         sent = set(stream.sent)
         try:

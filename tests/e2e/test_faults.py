@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +26,10 @@ import pytest
 import redis
 
 from tests.conftest import free_port
-from tests.e2e.failover import SteadyStream
+from tests.e2e.failover import SteadyStream, restarts
 from tests.e2e.harness import JOB_START_TIMEOUT, Job, ts, wait_for, workspace
 from usp_feast import SignalClient, devstack
 from usp_feast.kafka_io import consume_all, produce_events
-from usp_feast.metric_names import FLINK_RESTARTS
 
 pytestmark = pytest.mark.e2e
 
@@ -87,15 +84,6 @@ def running(tmp_path_factory: pytest.TempPathFactory, stack, own_redis) -> Itera
         "flink_metrics": f"http://127.0.0.1:{flink_port}/metrics",
     }
     job.stop()
-
-
-def restarts(metrics_url: str) -> float:
-    """Flink's own count of job restarts (its Prometheus reporter in the job's process)."""
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    found = re.findall(rf"^{FLINK_RESTARTS}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
-    assert found, f"{FLINK_RESTARTS} is not exported"
-    return float(found[0])
 
 
 def test_redis_frozen_for_10_s_holds_the_job_back_and_loses_nothing(

@@ -58,7 +58,7 @@ class Running:
 
     def job_label(self) -> str:
         """The ``job`` label the running job exports (its registry record has it)."""
-        return next(r.job for r in running_jobs() if r.metrics_url == self.metrics_url)
+        return next(r.job for r in running_jobs() if r.metrics_urls == (self.metrics_url,))
 
     def scrape(self) -> dict[tuple[str, str | None], float]:
         """``(sample name, pipeline label)`` → value; job-level series have no pipeline."""
@@ -192,11 +192,11 @@ def test_lag_drains_and_checkpoints_are_reported(running: Running) -> None:
 
 
 def test_status_reads_the_job_through_the_registry(running: Running) -> None:
-    ours = [r for r in running_jobs() if r.metrics_url == running.metrics_url]
+    ours = [r for r in running_jobs() if r.metrics_urls == (running.metrics_url,)]
     assert len(ours) == 1 and {p for p, _ in ours[0].pipelines} == set(CONFIGS)
     monitor = JobMonitor()
     monitor.sample()
-    health = next(h for h in monitor.sample() if h.metrics_url == running.metrics_url)
+    health = next(h for h in monitor.sample() if h.metrics_urls == (running.metrics_url,))
     search = next(p for p in health.pipelines if p.pipeline == "search")
     assert health.running and search.kind == "signal" and search.events_per_s is not None
     assert set(search.latency_ms) == {"event", "ingestion", "transform", "job"}
@@ -210,7 +210,7 @@ def test_status_reads_the_job_through_the_registry(running: Running) -> None:
         timeout=60,
         check=True,
     )
-    jobs = [j for j in json.loads(shown.stdout) if j["metrics_url"] == running.metrics_url]
+    jobs = [j for j in json.loads(shown.stdout) if j["metrics_urls"] == [running.metrics_url]]
     assert len(jobs) == 1 and jobs[0]["running"]
     assert {p["pipeline"] for p in jobs[0]["pipelines"]} == set(CONFIGS)
 
@@ -305,4 +305,4 @@ def test_prometheus_scrapes_the_job_and_evaluates_every_generated_rule(
 def test_a_stopped_job_leaves_the_registry(running: Running) -> None:
     # Last in this module: stops the job.
     running.job.stop()
-    assert [r for r in running_jobs() if r.metrics_url == running.metrics_url] == []
+    assert [r for r in running_jobs() if r.metrics_urls == (running.metrics_url,)] == []

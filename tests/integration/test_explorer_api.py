@@ -58,7 +58,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             JobRecord(
                 job=name,
                 pid=os.getpid(),  # alive for as long as the test runs
-                metrics_url=url,
+                metrics_urls=(url,),
                 started_at=started_now(),
                 pipelines=(("search", "signal"), ("view", "signal")),
                 checkpoint_dir=str(state / "checkpoints"),
@@ -142,7 +142,7 @@ def test_jobs_report_each_registered_job_from_its_metrics_endpoint(
     assert first["count"] == 2
     by_name = {job["job"]: job for job in first["jobs"]}
     running = by_name[JOB]
-    assert running["running"] is True and running["metrics_url"].endswith("/metrics")
+    assert running["running"] is True and running["metrics_urls"][0].endswith("/metrics")
     assert set(running) >= {"started_at", "last_checkpoint_age_s", "pipelines"}
     search = running["pipelines"][0]
     assert (search["pipeline"], search["kind"]) == ("search", "signal")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from usp_feast import cluster, devstack
 from usp_feast.cluster import ClusterError, ClusterSpec, python_path, render_config
 from usp_feast.runner import job_command
 
@@ -66,3 +69,23 @@ def test_a_cluster_job_is_submitted_with_its_parallelism_to_the_jobmanager() -> 
     assert command[-3:] == ["--jobmanager", "127.0.0.1:18081", "s/search.json"]
     assert command[command.index("--parallelism") + 1] == "2"
     assert "--jobmanager" not in job_command([Path("s/search.json")], Path("repo"))
+
+
+def test_a_cluster_jobs_metrics_are_served_where_cluster_json_says(tmp_path: Path) -> None:
+    record = {
+        "rest": "127.0.0.1:18555",
+        "jobmanager": devstack.process_record(os.getpid()),  # alive: the record counts
+        "job_metrics_ports": [4101, 4102],
+        "flink_metrics_ports": {"jobmanager": 4200, "taskmanagers": [4201, 4202]},
+    }
+    (tmp_path / "cluster.json").write_text(json.dumps(record))
+
+    assert cluster.job_metrics_urls("127.0.0.1:18555", tmp_path) == (
+        "http://127.0.0.1:4101/metrics",
+        "http://127.0.0.1:4102/metrics",
+    )
+    assert cluster.flink_metrics_urls("127.0.0.1:18555", tmp_path)[0].endswith(":4200/metrics")
+    assert len(cluster.flink_metrics_urls("127.0.0.1:18555", tmp_path)) == 3
+    # A cluster started elsewhere: nothing known of its TaskManagers here.
+    assert cluster.job_metrics_urls("10.0.0.9:8081", tmp_path) == ()
+    assert cluster.flink_metrics_urls("10.0.0.9:8081", tmp_path) == ()

@@ -8,6 +8,8 @@ import os
 import random
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +19,22 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from tests.conftest import free_port
 from usp_feast import metric_names as names
 from usp_feast.job_metrics import (
     LATENCY_BUCKETS,
+    JobIdentity,
+    JobMetrics,
+    LagRefresher,
     LatencyHistogram,
     PipelineMetrics,
-    _JobCollector,
+    _Interpreter,
     latest_checkpoint,
 )
 from usp_feast.job_status import (
     JobMonitor,
     JobRecord,
+    combine,
     health,
     jobs_dir,
     parse_metrics,
@@ -91,7 +98,7 @@ def test_quantile_of_nothing_is_none() -> None:
 
 
 def _exported(metrics: PipelineMetrics, job: str = "j", checkpoints: Path | None = None) -> str:
-    collector = _JobCollector(job, None, checkpoints)
+    collector = JobMetrics(JobIdentity(job, None, checkpoints))
     collector.pipelines[metrics.pipeline] = metrics
     registry = CollectorRegistry()
     registry.register(collector)
@@ -167,11 +174,11 @@ def _record(job: str, pid: int, port: int = 9) -> JobRecord:
     return JobRecord(
         job=job,
         pid=pid,
-        metrics_url=f"http://127.0.0.1:{port}/metrics",
+        metrics_urls=(f"http://127.0.0.1:{port}/metrics",),
         started_at="2026-11-27T00:00:00+00:00",
         pipelines=(("search", "signal"), ("active", "segment")),
         checkpoint_dir="/tmp/x",
-        flink_metrics_url=f"http://127.0.0.1:{port + 1000}/metrics",
+        flink_metrics_urls=(f"http://127.0.0.1:{port + 1000}/metrics",),
     )
 
 
@@ -231,6 +238,116 @@ def test_monitor_reports_a_registered_job_that_does_not_answer(tmp_path: Path) -
     assert [(j.job, j.running) for j in found] == [("starting", False)]
     assert found[0].error is not None and "not answering" in found[0].error
     assert json.loads(json.dumps(found[0].to_dict()))["pipelines"][0]["pipeline"] == "search"
+
+
+def _interpreter_text(*jobs: tuple[str, int]) -> str:
+    """One TaskManager's endpoint: pipeline ``search`` of each ``(job, events read)``."""
+    interpreter = _Interpreter()
+    for job, read in jobs:
+        metrics = PipelineMetrics("search", "signal", "g", ())
+        metrics.read = read
+        metrics.job_latency.observe(0.003, read)
+        interpreter.jobs[job] = JobMetrics(JobIdentity(job))
+        interpreter.jobs[job].pipelines["search"] = metrics
+    registry = CollectorRegistry()
+    registry.register(interpreter)
+    return generate_latest(registry).decode()
+
+
+def test_a_taskmanager_serves_each_jobs_pipelines_apart_in_valid_text() -> None:
+    text = _interpreter_text(("a", 3), ("b", 5))
+    # The text format allows one TYPE line per name, however many jobs share a name.
+    types = [line for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(types) == len(set(types))
+    for job, read in (("a", 3.0), ("b", 5.0)):
+        assert parse_metrics(text, at=0.0, job=job).counters[(names.EVENTS_READ, "search")] == read
+
+
+def test_a_cluster_jobs_samples_from_its_taskmanagers_add_up() -> None:
+    # Job "a" runs on two TaskManagers; the second also runs job "b".
+    first = parse_metrics(_interpreter_text(("a", 3)), at=1.0, job="a")
+    second = parse_metrics(_interpreter_text(("a", 4), ("b", 50)), at=2.0, job="a")
+    both = combine([first, second])
+    assert both.counters[(names.EVENTS_READ, "search")] == 7.0
+    assert both.histograms[(names.JOB_LATENCY, "search")][-1][1] == 7.0
+    assert both.at == 2.0
+    # Each TaskManager reports the whole consumer group's lag: not added up.
+    lagging = [replace(first, lag={"search": 40.0}), replace(second, lag={"search": 42.0})]
+    assert combine(lagging).lag == {"search": 42.0}
+    record = _record("a", os.getpid())
+    assert health(record, both, None, None).pipelines[0].latency_ms["job"]["p50"] is not None
+
+
+def test_a_cluster_endpoint_shared_by_jobs_is_one_scrape_target(tmp_path: Path) -> None:
+    shared = ("http://127.0.0.1:4001/metrics", "http://127.0.0.1:4002/metrics")
+    for job in ("b", "a"):
+        register_job(replace(_record(job, os.getpid()), metrics_urls=shared), tmp_path)
+    targets = json.loads((jobs_dir(tmp_path) / "targets.json").read_text())
+    usp = [t for t in targets if t["labels"]["source"] == "usp"]
+    assert usp == [
+        {"targets": ["127.0.0.1:4001"], "labels": {"usp_job": "a+b", "source": "usp"}},
+        {"targets": ["127.0.0.1:4002"], "labels": {"usp_job": "a+b", "source": "usp"}},
+    ]
+
+
+def test_monitor_combines_the_taskmanagers_that_answer(tmp_path: Path) -> None:
+    from prometheus_client import start_http_server
+
+    interpreter = _Interpreter()
+    metrics = PipelineMetrics("search", "signal", "g", ())
+    metrics.read = 9
+    interpreter.jobs["a"] = JobMetrics(JobIdentity("a"))
+    interpreter.jobs["a"].pipelines["search"] = metrics
+    registry = CollectorRegistry()
+    registry.register(interpreter)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        # A standby TaskManager serves nothing until a failover moves work onto it.
+        urls = (f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{free_port()}/metrics")
+        register_job(replace(_record("a", os.getpid()), metrics_urls=urls), tmp_path)
+        (found,) = JobMonitor(tmp_path, timeout=0.5).sample()
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert found.running and found.error is None
+    assert found.pipelines[0].pipeline == "search"
+
+
+def test_a_pipelines_series_leave_with_its_last_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from usp_feast import job_metrics
+
+    monkeypatch.delenv(job_metrics.ENV, raising=False)  # kept, not served
+    job = JobIdentity(f"release-{os.getpid()}")
+    first = job_metrics.pipeline_metrics("search", "signal", "g", (), job)
+    assert job_metrics.pipeline_metrics("search", "signal", "g", (), job) is first  # 2 tasks
+    interpreter = job_metrics._interpreter
+    assert interpreter is not None
+    job_metrics.release(job, "search")
+    assert interpreter.jobs[job.job].pipelines == {"search": first}
+    job_metrics.release(job, "search")
+    # A TaskManager outlives its jobs: a cancelled job's series must not stay, frozen.
+    assert job.job not in interpreter.jobs
+    job_metrics.release(job, "search")  # a task that closes late changes nothing
+
+
+def test_a_stopped_lag_refresher_closes_its_broker_connections() -> None:
+    class Broker:
+        closed = False
+
+        def lag(self, group: str, topics: tuple[str, ...]) -> list[tuple[str, int]]:
+            return []
+
+        def close(self) -> None:
+            self.closed = True
+
+    broker = Broker()
+    refresher = LagRefresher(broker, {}, interval=0.01)
+    refresher.stop()
+    deadline = time.monotonic() + 5
+    while not broker.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert broker.closed
 
 
 def test_random_traffic_quantiles_track_numpy() -> None:

@@ -272,12 +272,7 @@ def test_metrics_ports_and_the_job_name_match_what_the_job_exports(
     expected = job_name(job_part(c.kind, c.definition) for c in configs)
     # The TaskManagers run the Python steps: they serve the job's metrics, on every interface.
     settings = json.loads(_env(spec["taskManager"])["USP_JOB_METRICS"]["value"])
-    assert settings == {
-        "job": expected,
-        "port": s.usp_metrics_port,
-        "host": "0.0.0.0",
-        "bootstrap": "$(USP_KAFKA_BOOTSTRAP)",
-    }
+    assert settings == {"port": s.usp_metrics_port, "host": "0.0.0.0"}
     assert "USP_JOB_METRICS" not in _env(spec["jobManager"])
     for role in ("jobManager", "taskManager"):
         annotations = spec[role]["podTemplate"]["metadata"]["annotations"]
