@@ -18,6 +18,7 @@ Kafka comes from ``USP_KAFKA_BOOTSTRAP`` (default: the local stack), Redis from 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -141,19 +142,44 @@ def _run_on_cluster(env: Any, name: str, rest: str) -> None:
     The cluster restarts failed tasks on its own (its restart strategy, spare TaskManagers):
     this process only mirrors the job's life, as ``usp run`` does for a local job. After the
     submission it speaks REST only: the signal that stops it may stop PyFlink's JVM too.
+    Whatever ends this process (Ctrl-C, SIGTERM, a JobManager gone for good) cancels the job,
+    so none is left running unwatched.
     """
     from usp_feast import cluster
 
     job_id = str(env.execute_async(f"usp: {name}").get_job_id())
     print(f"submitted job {job_id} ({name}) to {rest}", flush=True)
     try:
-        while (state := cluster.job_state(rest, job_id)) not in cluster.FINAL_STATES:
-            time.sleep(1)
-    except (KeyboardInterrupt, SystemExit):
-        cluster.cancel_job(rest, job_id)
+        state = _final_state(rest, job_id)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            cluster.cancel_job(rest, job_id)
         raise
     if state != "FINISHED":
         raise SystemExit(f"job {job_id} ended {state}; see http://{rest}/#/job/completed")
+
+
+def _final_state(rest: str, job_id: str, patience_s: float = 120.0) -> str:
+    """Poll the job until it ends; a JobManager too busy to answer is given ``patience_s``."""
+    from usp_feast import cluster
+
+    silent_since: float | None = None
+    while True:
+        try:
+            state = cluster.job_state(rest, job_id)
+        except OSError as exc:  # refused, or timed out while the cluster is loaded
+            now = time.monotonic()
+            silent_since = silent_since or now
+            if now - silent_since > patience_s:
+                raise SystemExit(
+                    f"the JobManager at {rest} has not answered for {patience_s:.0f} s ({exc}); "
+                    f"cancelling job {job_id}"
+                ) from None
+        else:
+            silent_since = None
+            if state in cluster.FINAL_STATES:
+                return state
+        time.sleep(1)
 
 
 if __name__ == "__main__":

@@ -138,9 +138,16 @@ def render_config(spec: ClusterSpec, rpc_port: int, java_options: str) -> str:
         "rest.address": _HOST,
         "rest.bind-address": _HOST,
         "rest.port": spec.rest_port,
-        # A killed TaskManager answers no heartbeat: notice it in seconds, not the default 50 s.
+        # A killed TaskManager's port refuses the heartbeat RPC: after
+        # `heartbeat.rpc-failure-threshold` (2) refusals at this interval it is declared lost,
+        # in 1-2 s. The timeout is for one that is alive but silent: a short one also
+        # declared busy TaskManagers lost on 2 cores under load, and restarts fed the load.
         "heartbeat.interval": 1000,
-        "heartbeat.timeout": 5000,
+        "heartbeat.rpc-failure-threshold": 2,
+        "heartbeat.timeout": 30000,
+        # RPCs between a loaded JobManager and TaskManagers (deploying many Python tasks on 2
+        # cores) outlasted the 10 s default, and each timeout restarted tasks, adding load.
+        "pekko.ask.timeout": "60 s",
         # Each process's port comes with its command line (cluster.json: flink_metrics_ports).
         "metrics.reporter.prom.factory.class": (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
