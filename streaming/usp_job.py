@@ -105,21 +105,17 @@ def main() -> None:
     # environment: they serve their metrics on this port (usp_feast.job_metrics).
     port = args.metrics_port or devstack.free_port()
     os.environ[job_metrics.ENV] = json.dumps({"port": port})
-    # On a cluster the TaskManagers run the Python steps and Flink's reporters: they serve.
-    on_cluster = args.jobmanager is not None
+    if args.jobmanager is None:
+        metrics_urls = (f"http://127.0.0.1:{port}/metrics",)
+        flink_metrics_urls = (f"http://127.0.0.1:{flink_port}/metrics",)
+    else:  # the cluster's TaskManagers run the Python steps, its processes Flink's reporters
+        metrics_urls = cluster.job_metrics_urls(args.jobmanager)
+        flink_metrics_urls = cluster.flink_metrics_urls(args.jobmanager)
     record = job_status.JobRecord(
         job=name,
         pid=os.getpid(),
-        metrics_urls=(
-            cluster.job_metrics_urls(args.jobmanager)
-            if on_cluster
-            else (f"http://127.0.0.1:{port}/metrics",)
-        ),
-        flink_metrics_urls=(
-            cluster.flink_metrics_urls(args.jobmanager)
-            if on_cluster
-            else (f"http://127.0.0.1:{flink_port}/metrics",)
-        ),
+        metrics_urls=metrics_urls,
+        flink_metrics_urls=flink_metrics_urls,
         started_at=job_status.started_now(),
         pipelines=job_status.pipelines_of(configs),
         checkpoint_dir=str(checkpoints.resolve()),

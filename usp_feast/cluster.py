@@ -374,10 +374,8 @@ def job_metrics_urls(rest: str, folder: Path | None = None) -> tuple[str, ...]:
     Empty for a cluster not started here. A TaskManager serves once a job's task has opened
     there: a standby's endpoint answers only after a failover has moved work onto it.
     """
-    record = info(folder)
-    if record is None or record["rest"] != rest:
-        return ()
-    return _urls(record["job_metrics_ports"])
+    record = _started_here(rest, folder)
+    return _urls(record["job_metrics_ports"]) if record else ()
 
 
 def flink_metrics_urls(rest: str, folder: Path | None = None) -> tuple[str, ...]:
@@ -386,11 +384,17 @@ def flink_metrics_urls(rest: str, folder: Path | None = None) -> tuple[str, ...]
     The JobManager's (restarts, checkpoints) first, then each TaskManager place's (tasks,
     Kafka sources).
     """
-    record = info(folder)
-    if record is None or record["rest"] != rest:
+    record = _started_here(rest, folder)
+    if record is None:
         return ()
     ports = record["flink_metrics_ports"]
     return _urls([ports["jobmanager"], *ports["taskmanagers"]])
+
+
+def _started_here(rest: str, folder: Path | None) -> dict[str, Any] | None:
+    # The running local cluster's record, if it is the one at `rest`.
+    record = info(folder)
+    return record if record is not None and record["rest"] == rest else None
 
 
 def _urls(ports: Iterable[int]) -> tuple[str, ...]:
